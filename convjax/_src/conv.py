@@ -1,0 +1,257 @@
+"""The forward convolutions: standard, dilated (atrous), grouped and depthwise.
+
+Each is one call of :func:`apply` with a :class:`~convjax._src.spec.ConvSpec`; the variants differ
+only in how they fill the spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from convjax._src import gather
+from convjax._src.spec import ConvSpec, Padding, check_dtypes, make_spec
+
+
+def apply(
+    x: jax.Array, kernel: jax.Array, spec: ConvSpec, *, precision=None, preferred_element_type=None
+):
+    """Run ``spec``'s backend on ``x: [*batch, *spatial, C_in]``, any number of batch dims."""
+    ndim = spec.ndim
+    batch = x.shape[: x.ndim - ndim - 1]
+    flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
+    y = spec.backend(
+        flat, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+    )
+    return y.reshape(*batch, *y.shape[1:])
+
+
+def conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    impl: Any = "lax",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    r"""N-d convolution (cross-correlation, as in every deep learning library), channels last.
+
+    .. math::
+        y[b, o, gJ + j] = \sum_{t} \sum_{c=0}^{C-1} \mathrm{pad}(x)[b,\ o s - lo + t d,\ gC + c]
+                          \, k[t, c, gJ + j]
+
+    with ``C = C_in / groups``, ``J = C_out / groups``, and each spatial output size
+    ``⌊(i + lo + hi − k̂) / s⌋ + 1`` where ``k̂ = (k − 1) d + 1``.
+
+    Args:
+      x: ``[*batch, *spatial, C_in]``, zero or more leading batch dims.
+      kernel: ``[*window, C_in // groups, C_out]``; ``kernel.ndim - 2`` spatial dims.  A layer
+        has ``I · O · K / groups`` weights (``K = prod(window)``).
+      strides: window step, an int or one per spatial dim.
+      padding: ``"VALID"``, ``"SAME"`` (``ceil(i / s)`` outputs, odd totals put the extra pad
+        high), ``"FULL"`` (``k̂ − 1`` each side), ``"CAUSAL"`` (``k̂ − 1`` low, 0 high), an int,
+        one int per dim, or one ``(lo, hi)`` pair per dim.
+      dilation: kernel dilation (atrous rate), an int or one per spatial dim.
+      groups: feature groups; output channel ``g · J + j`` sees only input group ``g``.
+      padding_mode: ``"zeros"``, ``"reflect"`` (mirror, edge not repeated; pad < size),
+        ``"replicate"`` (edge value) or ``"circular"`` (wrap around).
+      impl: ``"lax"`` (``lax.conv_general_dilated``), ``"gather"`` (explicit index arithmetic),
+        or a backend instance such as ``GatherBackend(memory_budget=2**28)``.
+      precision: passed to the contraction (``lax.Precision.HIGHEST`` avoids TF32 on GPUs).
+      preferred_element_type: accumulation / result dtype.
+
+    Returns:
+      ``[*batch, *out_spatial, C_out]``.
+
+    >>> import jax.numpy as jnp, convjax
+    >>> convjax.conv(jnp.ones((5, 5, 1)), jnp.ones((3, 3, 1, 1)), strides=2).shape
+    (2, 2, 1)
+    """
+    spec = _checked_spec(
+        "conv",
+        x,
+        kernel,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+    )
+    return apply(
+        x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+    )
+
+
+def dilated_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    rate: int | Sequence[int],
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    impl: Any = "lax",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """Atrous convolution: :func:`conv` with kernel dilation ``rate``.
+
+    A ``k``-tap kernel at rate ``r`` spans ``(k − 1) r + 1`` inputs with ``k`` weights: a 3×3
+    kernel at rate 2 sees a 5×5 field, like a 5×5 kernel with every second row and column zero.
+
+    >>> import jax.numpy as jnp, convjax
+    >>> convjax.dilated_conv(jnp.ones((7, 7, 1)), jnp.ones((3, 3, 1, 1)), rate=2).shape
+    (3, 3, 1)
+    """
+    spec = _checked_spec(
+        "dilated_conv",
+        x,
+        kernel,
+        strides=strides,
+        padding=padding,
+        dilation=rate,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+        dilation_name="rate",
+    )
+    return apply(
+        x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+    )
+
+
+def depthwise_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    padding_mode: str = "zeros",
+    impl: Any = "lax",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """Depthwise convolution: each input channel convolved with its own ``m`` filters.
+
+    :func:`conv` with ``groups = C_in``; output channel ``c · m + j`` is filter ``j`` of input
+    channel ``c`` (``m`` is the depth multiplier).
+
+    Args:
+      x: ``[*batch, *spatial, C_in]``.
+      kernel: ``[*window, 1, C_in · m]``.
+
+    >>> import jax.numpy as jnp, convjax
+    >>> convjax.depthwise_conv(jnp.ones((8, 8, 3)), jnp.ones((3, 3, 1, 6))).shape
+    (6, 6, 6)
+    """
+    depthwise_check("depthwise_conv", x.shape, kernel.shape)
+    spec = _checked_spec(
+        "depthwise_conv",
+        x,
+        kernel,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=x.shape[-1],
+        padding_mode=padding_mode,
+        impl=impl,
+    )
+    return apply(
+        x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+    )
+
+
+def depthwise_check(op: str, x_shape: Sequence[int], kernel_shape: Sequence[int]) -> None:
+    """``kernel`` must be ``[*window, 1, C_in · m]`` for ``x: [..., C_in]``."""
+    if len(kernel_shape) < 3 or len(x_shape) < 1:
+        return  # the spec reports rank errors
+    c_in = x_shape[-1]
+    if kernel_shape[-2] != 1 or kernel_shape[-1] % c_in:
+        raise ValueError(
+            f"{op}: a depthwise kernel must be [*window, 1, C_in * depth_multiplier] with "
+            f"C_in = {c_in}, got shape {tuple(kernel_shape)}."
+        )
+
+
+def output_shape(
+    input_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> tuple[int, ...]:
+    """The shape :func:`conv` returns for these shapes and options, with no array work.
+
+    >>> import convjax
+    >>> convjax.output_shape((8, 5, 5, 16), (3, 3, 16, 32), strides=2)
+    (8, 2, 2, 32)
+    """
+    spec = make_spec(
+        "output_shape",
+        input_shape,
+        kernel_shape,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+    )
+    ndim = spec.ndim
+    out = spec.output_spatial(tuple(input_shape)[-ndim - 1 : -1], tuple(kernel_shape)[:ndim])
+    return (*tuple(input_shape)[: -ndim - 1], *out, kernel_shape[-1])
+
+
+def index_map(
+    input_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> gather.IndexMap:
+    """The gather path's index map for these shapes: which input each output tap reads.
+
+    >>> import convjax
+    >>> m = convjax.index_map((5, 1), (3, 1, 1), strides=2, padding=1, padding_mode="reflect")
+    >>> m.axes[0].position.tolist(), m.axes[0].index.tolist()
+    ([[-1, 0, 1], [1, 2, 3], [3, 4, 5]], [[1, 0, 1], [1, 2, 3], [3, 4, 3]])
+    """
+    spec = make_spec(
+        "index_map",
+        input_shape,
+        kernel_shape,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+    )
+    ndim = spec.ndim
+    return gather.build_index_map(
+        spec, tuple(input_shape)[-ndim - 1 : -1], tuple(kernel_shape)[:ndim]
+    )
+
+
+def _checked_spec(op: str, x, kernel, **options) -> ConvSpec:
+    for name, value in (("x", x), ("kernel", kernel)):
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
+    spec = make_spec(op, x.shape, kernel.shape, **options)
+    check_dtypes(op, x.dtype, kernel.dtype)
+    return spec

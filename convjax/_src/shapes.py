@@ -1,0 +1,88 @@
+"""Convolution arithmetic: output sizes and padding, one spatial dimension at a time.
+
+Every relationship here is from Dumoulin & Visin, "A guide to convolution arithmetic for deep
+learning" (2016), written for per-side padding ``(lo, hi)`` and kernel dilation ``d``.  Nothing in
+this module touches an array.
+"""
+
+from __future__ import annotations
+
+PADDING_STRINGS = ("VALID", "SAME", "FULL", "CAUSAL")
+
+
+def effective_window(window: int, dilation: int) -> int:
+    """The span of a dilated kernel: ``k̂ = k + (k - 1)(d - 1)``.
+
+    >>> effective_window(3, 2)  # a 3-tap kernel at rate 2 sees 5 positions
+    5
+    """
+    return (window - 1) * dilation + 1
+
+
+def string_padding(
+    padding: str, size: int, window: int, stride: int, dilation: int
+) -> tuple[int, int]:
+    """Resolve ``"VALID"``, ``"SAME"``, ``"FULL"`` or ``"CAUSAL"`` to ``(lo, hi)`` for one dim.
+
+    ``"SAME"`` gives ``ceil(size / stride)`` outputs; an odd total puts the extra pad on the high
+    side (as lax and TensorFlow do).  ``"FULL"`` pads ``k̂ - 1`` on both sides, ``"CAUSAL"`` on the
+    low side only.
+
+    >>> string_padding("SAME", 5, 3, 1, 1), string_padding("CAUSAL", 5, 3, 1, 2)
+    ((1, 1), (4, 0))
+    """
+    span = effective_window(window, dilation)
+    if padding == "VALID":
+        return (0, 0)
+    if padding == "FULL":
+        return (span - 1, span - 1)
+    if padding == "CAUSAL":
+        return (span - 1, 0)
+    if padding == "SAME":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + span - size, 0)
+        return (total // 2, total - total // 2)
+    raise ValueError(f"padding must be one of {PADDING_STRINGS}, got {padding!r}.")
+
+
+def conv_output_size(
+    size: int, window: int, stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1
+) -> int:
+    """Forward size ``o = ⌊(i + lo + hi − k̂) / s⌋ + 1`` (Relationship 6/15 of Dumoulin & Visin).
+
+    Returns a number below 1 when the window does not fit the padded input.
+
+    >>> conv_output_size(5, 3, stride=2)  # the seed's example: 5x5, k=3, s=2, no padding
+    2
+    """
+    lo, hi = padding
+    return (size + lo + hi - effective_window(window, dilation)) // stride + 1
+
+
+def conv_transpose_output_size(
+    size: int,
+    window: int,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+    output_padding: int = 0,
+) -> int:
+    """Transposed size ``o′ = s(i′ − 1) + a + k̂ − lo − hi`` (Relationship 14).
+
+    >>> conv_transpose_output_size(2, 3, stride=2)  # 2x2 back to the seed's 5x5
+    5
+    """
+    lo, hi = padding
+    return stride * (size - 1) + output_padding + effective_window(window, dilation) - lo - hi
+
+
+def output_padding_for(
+    size: int, window: int, stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1
+) -> int:
+    """The ``a = (i + lo + hi − k̂) mod s`` that makes a transposed conv restore size ``i``.
+
+    >>> output_padding_for(6, 3, stride=2)  # 6 and 5 both give 2 outputs; 6 needs a = 1
+    1
+    """
+    lo, hi = padding
+    return (size + lo + hi - effective_window(window, dilation)) % stride

@@ -1,0 +1,37 @@
+"""Random operands and per-dtype tolerances shared by the test files."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+# Relative tolerance per dtype, applied as |a - b| <= tol * (1 + |b|) * sqrt(fan_in).
+TOLERANCE = {
+    np.dtype(np.float64): 1e-12,
+    np.dtype(np.float32): 2e-6,
+    np.dtype(jnp.bfloat16): 1e-2,
+    np.dtype(np.float16): 2e-3,
+}
+
+IMPLS = ("lax", "gather")
+
+
+def operands(case, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, case["x_shape"])
+    kernel = rng.uniform(-1, 1, case["kernel_shape"])
+    return jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+
+
+def assert_close(actual, expected, dtype, fan_in):
+    """Compare in float64 with the dtype's tolerance scaled by the size of the sum."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    tol = TOLERANCE[np.dtype(dtype)] * math.sqrt(max(fan_in, 1))
+    err = np.abs(actual - expected) / (1 + np.abs(expected))
+    assert err.max(initial=0.0) <= tol, f"max scaled error {err.max()} > {tol} ({dtype})"
+
+
+def fan_in(case):
+    return math.prod(case["kernel_shape"][:-1])

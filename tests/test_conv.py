@@ -1,0 +1,218 @@
+"""conv / dilated_conv / depthwise_conv: lax == gather == float64 NumPy reference."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from cases import CASES, case_id, configs
+from helpers import IMPLS, assert_close, fan_in, operands
+from hypothesis import given
+from jax.test_util import check_grads
+
+import convjax
+
+
+def run(case, x, kernel, impl, jit):
+    f = functools.partial(convjax.conv, impl=impl, **case["options"])
+    return (jax.jit(f) if jit else f)(x, kernel)
+
+
+def expected(case, x, kernel):
+    return reference.conv(np.asarray(x, np.float64), np.asarray(kernel, np.float64), **case["ref"])
+
+
+@given(case=configs())
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_random_configs_match_reference_float64(case, jit):
+    x, kernel = operands(case, np.float64)
+    want = expected(case, x, kernel)
+    for impl in IMPLS:
+        assert_close(run(case, x, kernel, impl, jit), want, np.float64, fan_in(case))
+
+
+@given(case=configs())
+def test_random_configs_lax_equals_gather_float32(case):
+    x, kernel = operands(case, np.float32)
+    lax_y = run(case, x, kernel, "lax", True)
+    gather_y = run(case, x, kernel, "gather", True)
+    assert lax_y.dtype == gather_y.dtype == jnp.float32
+    assert_close(gather_y, lax_y, np.float32, fan_in(case))
+    assert_close(lax_y, expected(case, x, kernel), np.float32, fan_in(case))
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [np.float32, jnp.bfloat16, np.float16, np.float64],
+    ids=["float32", "bfloat16", "float16", "float64"],
+)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_dtypes_match_reference(case, impl, dtype):
+    x, kernel = operands(case, dtype)
+    y = run(case, x, kernel, impl, jit=True)
+    assert y.dtype == np.dtype(dtype)
+    assert_close(y, expected(case, x, kernel), dtype, fan_in(case))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_preferred_element_type_accumulates_wider(impl):
+    case = CASES[1]
+    x, kernel = operands(case, jnp.bfloat16)
+    y = convjax.conv(x, kernel, impl=impl, preferred_element_type=jnp.float32, **case["options"])
+    assert y.dtype == jnp.float32
+    assert_close(y, expected(case, x, kernel), np.float32, fan_in(case) * 1e4)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_vmap_equals_batched_call(case, impl):
+    x, kernel = operands(case, np.float64)
+    xs = jnp.stack([x, 2 * x, -x])
+    f = functools.partial(convjax.conv, impl=impl, **case["options"])
+    np.testing.assert_allclose(
+        jax.vmap(f, (0, None))(xs, kernel), f(xs, kernel), rtol=1e-12, atol=1e-12
+    )
+    kernels = jnp.stack([kernel, -kernel])
+    per_kernel = jax.vmap(f, (None, 0))(x, kernels)
+    np.testing.assert_allclose(per_kernel[1], -f(x, kernel), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_gradients(case, impl):
+    x, kernel = operands(case, np.float64)
+    f = functools.partial(convjax.conv, impl=impl, **case["options"])
+    check_grads(f, (x, kernel), order=2, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+
+
+@given(case=configs(max_ndim=2))
+def test_random_gradients_lax_equals_gather(case):
+    x, kernel = operands(case, np.float64)
+    grads = {}
+    for impl in IMPLS:
+        f = functools.partial(convjax.conv, impl=impl, **case["options"])
+        loss = lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k)))  # noqa: E731
+        grads[impl] = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+    for a, b in zip(grads["lax"], grads["gather"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_dilated_conv_is_conv_with_kernel_dilation():
+    case = CASES[3]
+    x, kernel = operands(case, np.float64)
+    for impl in IMPLS:
+        y = convjax.dilated_conv(x, kernel, rate=(2, 3), padding="SAME", impl=impl)
+        want = reference.conv(x, kernel, (1, 1), [(2, 2), (3, 3)], (2, 3))
+        assert_close(y, want, np.float64, fan_in(case))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("multiplier", [1, 3])
+def test_depthwise_conv_filters_each_channel_alone(impl, multiplier):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 9, 9, 4))
+    kernel = rng.normal(size=(3, 3, 1, 4 * multiplier))
+    y = convjax.depthwise_conv(
+        jnp.asarray(x), jnp.asarray(kernel), strides=2, padding="SAME", impl=impl
+    )
+    # channel c * m + j is input channel c convolved with filter j, on its own.
+    for c in range(4):
+        for j in range(multiplier):
+            out = c * multiplier + j
+            want = reference.conv(
+                x[..., c : c + 1], kernel[..., out : out + 1], (2, 2), [(1, 1), (1, 1)], (1, 1)
+            )
+            np.testing.assert_allclose(y[..., out : out + 1], want, rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_output_channel_order():
+    """Output channel g * (C_out / groups) + j depends only on input group g."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(1, 6, 6, 6)))
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 9)))
+    for impl in IMPLS:
+        y = convjax.conv(x, kernel, groups=3, impl=impl)
+        for g in range(3):
+            want = reference.conv(
+                x[..., 2 * g : 2 * g + 2],
+                kernel[..., 3 * g : 3 * g + 3],
+                (1, 1),
+                [(0, 0), (0, 0)],
+                (1, 1),
+            )
+            np.testing.assert_allclose(y[..., 3 * g : 3 * g + 3], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [1, 3_000, 40_000])
+def test_gather_chunking_matches_unchunked_with_grads(budget):
+    case = CASES[2]
+    x, kernel = operands(case, np.float64)
+    chunked = convjax.GatherBackend(memory_budget=budget)
+
+    def loss(impl):
+        return lambda x, k: jnp.sum(jnp.cos(convjax.conv(x, k, impl=impl, **case["options"])))
+
+    np.testing.assert_allclose(
+        jax.jit(loss(chunked))(x, kernel), loss("lax")(x, kernel), rtol=1e-12
+    )
+    for a, b in zip(
+        jax.grad(loss(chunked), (0, 1))(x, kernel), jax.grad(loss("lax"), (0, 1))(x, kernel)
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["forward", "grad"])
+@pytest.mark.parametrize("budget_mib", [512, 128, 16])
+def test_gather_large_input_stays_within_memory_budget(budget_mib, grad):
+    """32x56x56x64 float32 by 3x3x64x64: XLA's own buffer plan for the compiled program keeps
+    its scratch memory under the budget plus a copy of the 24.5 MiB output."""
+    x = jax.ShapeDtypeStruct((32, 56, 56, 64), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32)
+    budget = budget_mib * 2**20
+    conv = functools.partial(
+        convjax.conv, padding="SAME", impl=convjax.GatherBackend(memory_budget=budget)
+    )
+    f = jax.grad(lambda x, k: jnp.sum(conv(x, k)), argnums=(0, 1)) if grad else conv
+    stats = jax.jit(f).lower(x, kernel).compile().memory_analysis()
+    output_bytes = 32 * 56 * 56 * 64 * 4
+    assert stats.temp_size_in_bytes <= budget + 2 * output_bytes, stats.temp_size_in_bytes
+
+
+def test_gather_budget_changes_the_plan():
+    """The budget is honoured, not vacuous: the unchunked plan for the same conv is larger."""
+    x = jax.ShapeDtypeStruct((32, 56, 56, 64), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32)
+
+    def temp(budget):
+        impl = convjax.GatherBackend(memory_budget=budget)
+        f = jax.jit(functools.partial(convjax.conv, padding="SAME", impl=impl))
+        return f.lower(x, kernel).compile().memory_analysis().temp_size_in_bytes
+
+    patches = 32 * 56 * 56 * 9 * 64 * 4
+    assert temp(2**40) >= patches > 4 * temp(16 * 2**20)
+
+
+@pytest.mark.slow
+def test_gather_large_input_runs_and_matches_lax():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(32, 56, 56, 64)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 64)) / 24, jnp.float32)
+    f = jax.jit(convjax.conv, static_argnames=("padding", "impl"))
+    a = f(x, kernel, padding="SAME", impl="gather")
+    b = f(x, kernel, padding="SAME", impl="lax")
+    assert a.shape == (32, 56, 56, 64)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_index_map_reads_reflect_border():
+    m = convjax.index_map((5, 5, 1), (3, 3, 1, 1), padding=1, padding_mode="reflect")
+    assert m.input_spatial == (5, 5) and m.output_spatial == (5, 5) and m.window == (3, 3)
+    reads = m.reads((0, 4))
+    assert reads[0] == ((1, 3), True)  # tap (0, 0) at position (-1, 3) reflects to row 1
+    assert reads[2] == ((1, 3), True)  # tap (0, 2) at position (-1, 5) reflects to (1, 3)
+    zeros = convjax.index_map((5, 5, 1), (3, 3, 1, 1), padding=1)
+    assert zeros.reads((0, 0))[0] == ((0, 0), False)
+    assert zeros.reads((0, 0))[4] == ((0, 0), True)

@@ -1,0 +1,95 @@
+"""Conv arithmetic and the seed's facts."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from helpers import IMPLS
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convjax
+
+
+def test_seed_5x5_kernel_3_stride_2_no_padding_gives_2x2():
+    assert convjax.conv_output_size(5, 3, stride=2) == 2
+    assert convjax.output_shape((5, 5, 1), (3, 3, 1, 1), strides=2) == (2, 2, 1)
+    for impl in IMPLS:
+        y = convjax.conv(jnp.ones((5, 5, 1)), jnp.ones((3, 3, 1, 1)), strides=2, impl=impl)
+        np.testing.assert_array_equal(y, np.full((2, 2, 1), 9.0))
+
+
+@pytest.mark.parametrize("size", [1, 4, 7, 10])
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_seed_half_padding_with_stride_1_keeps_the_size(size, window):
+    assert convjax.output_shape((size, size, 2), (window, window, 2, 3), padding="SAME") == (
+        size,
+        size,
+        3,
+    )
+    assert convjax.output_shape((size, 2), (window, 2, 3), padding=(window - 1) // 2) == (size, 3)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_seed_3x3_at_rate_2_is_a_5x5_with_every_second_row_and_column_zero(impl):
+    assert convjax.effective_window(3, 2) == 5
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 9, 9, 2))
+    k3 = rng.normal(size=(3, 3, 2, 4))
+    k5 = np.zeros((5, 5, 2, 4))
+    k5[::2, ::2] = k3
+    dilated = convjax.dilated_conv(jnp.asarray(x), jnp.asarray(k3), rate=2, impl=impl)
+    dense = convjax.conv(jnp.asarray(x), jnp.asarray(k5), impl=impl)
+    assert dilated.shape == (1, 5, 5, 4)
+    np.testing.assert_allclose(dilated, dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        dense, reference.conv(x, k5, (1, 1), [(0, 0)] * 2, (1, 1)), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_seed_parameter_count_is_I_times_O_times_K():
+    kernel_shape = (3, 3, 16, 32)  # I = 16, O = 32, K = 9
+    assert math.prod(kernel_shape) == 16 * 32 * 9 == 4608
+
+
+@given(
+    size=st.integers(1, 40),
+    window=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    dilation=st.integers(1, 4),
+    lo=st.integers(0, 6),
+    hi=st.integers(0, 6),
+)
+def test_transpose_arithmetic_inverts_forward(size, window, stride, dilation, lo, hi):
+    out = convjax.conv_output_size(size, window, stride, (lo, hi), dilation)
+    if out < 1:
+        return
+    a = convjax.output_padding_for(size, window, stride, (lo, hi), dilation)
+    assert 0 <= a < stride
+    assert convjax.conv_transpose_output_size(out, window, stride, (lo, hi), dilation, a) == size
+    # the s sizes size - a ... size - a + s - 1 all give the same forward output
+    for other in range(size - a, size - a + stride):
+        assert convjax.conv_output_size(other, window, stride, (lo, hi), dilation) == out
+
+
+@given(
+    size=st.integers(1, 40),
+    window=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    dilation=st.integers(1, 4),
+)
+def test_same_padding_gives_ceil_size_over_stride(size, window, stride, dilation):
+    shape = convjax.output_shape(
+        (size, 1), (window, 1, 1), strides=stride, padding="SAME", dilation=dilation
+    )
+    assert shape == (-(-size // stride), 1)
+
+
+@pytest.mark.parametrize(
+    "padding, expected",
+    [("VALID", (6, 1)), ("FULL", (10, 1)), ("CAUSAL", (8, 1)), (2, (10, 1)), (((3, 0),), (9, 1))],
+)
+def test_padding_forms(padding, expected):
+    assert convjax.output_shape((8, 1), (3, 1, 1), padding=padding) == expected
