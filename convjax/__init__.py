@@ -2,7 +2,15 @@
 
 from convjax._src.backends import GatherBackend, LaxBackend
 from convjax._src.conv import conv, depthwise_conv, dilated_conv, index_map, output_shape
+from convjax._src.counting import Layer, ReceptiveField, flop_count, param_count, receptive_field
+from convjax._src.deconv import DeconvolveInfo, deconvolve
 from convjax._src.gather import AxisIndexMap, IndexMap
+from convjax._src.separable import (
+    SeparableFactors,
+    depthwise_separable_conv,
+    separable_factors,
+    spatial_separable_conv,
+)
 from convjax._src.shapes import (
     conv_output_size,
     conv_transpose_output_size,
@@ -10,23 +18,36 @@ from convjax._src.shapes import (
     output_padding_for,
 )
 from convjax._src.spec import ConvSpec, make_spec
+from convjax._src.transpose import conv_transpose
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AxisIndexMap",
     "ConvSpec",
+    "DeconvolveInfo",
     "GatherBackend",
     "IndexMap",
     "LaxBackend",
+    "Layer",
+    "ReceptiveField",
+    "SeparableFactors",
     "conv",
     "conv_output_size",
+    "conv_transpose",
     "conv_transpose_output_size",
+    "deconvolve",
     "depthwise_conv",
+    "depthwise_separable_conv",
     "dilated_conv",
     "effective_window",
+    "flop_count",
     "index_map",
     "make_spec",
     "output_padding_for",
     "output_shape",
+    "param_count",
+    "receptive_field",
+    "separable_factors",
+    "spatial_separable_conv",
 ]

@@ -6,6 +6,7 @@ convjax.
 """
 
 import math
+import types
 
 from hypothesis import strategies as st
 
@@ -60,7 +61,7 @@ def make_case(
     )
 
 
-CASES = [
+_CASES = [
     make_case((5, 5, 1), (3, 3, 1, 1), strides=2),  # the seed's 5x5 -> 2x2
     make_case((2, 7, 7, 3), (3, 3, 3, 4), padding="SAME"),
     make_case((2, 9, 8, 4), (3, 2, 2, 6), strides=(2, 1), padding="SAME", groups=2),
@@ -71,6 +72,15 @@ CASES = [
     ),
     make_case((3, 8, 8, 6), (3, 3, 1, 12), groups=6, padding=((1, 2), (0, 1))),  # depthwise m=2
     make_case((1, 6, 6, 4), (1, 1, 4, 3), strides=2, padding="SAME"),
+]
+
+
+# Read-only views: a test that wants a variant of a shared case copies it first.
+CASES = [
+    types.MappingProxyType(
+        {k: types.MappingProxyType(v) if isinstance(v, dict) else v for k, v in case.items()}
+    )
+    for case in _CASES
 ]
 
 

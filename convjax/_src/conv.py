@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from convjax._src import gather
-from convjax._src.spec import ConvSpec, Padding, check_dtypes, make_spec
+from convjax._src.spec import ConvSpec, Padding, check_arrays, check_dtypes, make_spec
 
 
 def apply(
@@ -155,6 +155,7 @@ def depthwise_conv(
     >>> convjax.depthwise_conv(jnp.ones((8, 8, 3)), jnp.ones((3, 3, 1, 6))).shape
     (6, 6, 6)
     """
+    check_arrays("depthwise_conv", x=x, kernel=kernel)
     depthwise_check("depthwise_conv", x.shape, kernel.shape)
     spec = _checked_spec(
         "depthwise_conv",
@@ -249,9 +250,7 @@ def index_map(
 
 
 def _checked_spec(op: str, x, kernel, **options) -> ConvSpec:
-    for name, value in (("x", x), ("kernel", kernel)):
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
+    check_arrays(op, x=x, kernel=kernel)
     spec = make_spec(op, x.shape, kernel.shape, **options)
     check_dtypes(op, x.dtype, kernel.dtype)
     return spec

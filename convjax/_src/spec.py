@@ -59,7 +59,8 @@ class ConvSpec:
         )
 
 
-def _int(op: str, name: str, value: Any) -> int:
+def check_int(op: str, name: str, value: Any) -> int:
+    """``value`` as an int; bools, floats and other types are a TypeError."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
@@ -75,9 +76,9 @@ def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple
                 f"{op}: {name} needs one entry per spatial dim ({ndim}), got {len(value)}: "
                 f"{tuple(value)!r}."
             )
-        values = tuple(_int(op, name, v) for v in value)
+        values = tuple(check_int(op, name, v) for v in value)
     else:
-        values = (_int(op, name, value),) * ndim
+        values = (check_int(op, name, value),) * ndim
     if any(v < minimum for v in values):
         raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {values!r}.")
     return values
@@ -117,17 +118,26 @@ def normalize_padding(
                     raise ValueError(
                         f"{op}: each padding pair must be (lo, hi), got {tuple(entry)!r}."
                     )
-                pairs.append((_int(op, "padding", entry[0]), _int(op, "padding", entry[1])))
+                pairs.append(
+                    (check_int(op, "padding", entry[0]), check_int(op, "padding", entry[1]))
+                )
             else:
-                pad = _int(op, "padding", entry)
+                pad = check_int(op, "padding", entry)
                 pairs.append((pad, pad))
         result = tuple(pairs)
     else:
-        pad = _int(op, "padding", padding)
+        pad = check_int(op, "padding", padding)
         result = ((pad, pad),) * ndim
     if any(p < 0 for pair in result for p in pair):
         raise ValueError(f"{op}: padding must be non-negative, got {result!r}.")
     return result
+
+
+def check_arrays(op: str, **arrays: Any) -> None:
+    """Each named value must be an array (have a ``shape`` and a ``dtype``)."""
+    for name, value in arrays.items():
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
 
 
 def check_dtypes(op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "kernel") -> None:
@@ -182,7 +192,7 @@ def make_spec(
             f"{op}: spatial sizes must be >= 1, got x spatial {input_spatial} and kernel window "
             f"{window}."
         )
-    groups = _int(op, "groups", groups)
+    groups = check_int(op, "groups", groups)
     if groups < 1:
         raise ValueError(f"{op}: groups must be >= 1, got {groups}.")
     c_in, c_per_group, c_out = x_shape[-1], kernel_shape[-2], kernel_shape[-1]

@@ -1,0 +1,359 @@
+"""Deconvolution: the inverse of a convolution, not its transpose.
+
+A transposed convolution only restores the *shape* of the forward conv's input; a deconvolution
+restores its *values*.  Both methods here solve the same Tikhonov-regularised least-squares
+problem for the forward convolution ``A = conv(·, kernel, **options)``:
+
+    x̂ = argmin_x ‖A x − y‖² + λ ‖x‖²
+
+- ``"wiener"``: in closed form, one small linear solve per frequency.  Exact for stride-1
+  convolutions that are diagonal in the discrete Fourier basis: circular padding with a
+  same-size output, and zero padding with the whole linear ("FULL") output.
+- ``"lsq"``: conjugate gradients on the normal equations ``(AᵀA + λI) x = Aᵀ y``, using
+  :func:`~convjax.conv` and :func:`~convjax.conv_transpose`; any convolution convjax expresses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convjax._src import shapes
+from convjax._src.spec import Padding, check_arrays
+from convjax._src.transpose import ConvOperator, transpose_operator
+
+METHODS = ("wiener", "lsq")
+FORWARD_KERNEL = "[*window, C_in // groups, C_out]"
+
+
+class DeconvolveInfo(NamedTuple):
+    """What :func:`deconvolve` did.
+
+    Attributes:
+      iterations: conjugate-gradient iterations run (0 for ``"wiener"``).
+      residual: ``‖conv(x̂) − y‖ / ‖y‖`` of the returned ``x̂``, one per batch element (shape
+        ``y.shape[:-ndim - 1]``).
+    """
+
+    iterations: jax.Array
+    residual: jax.Array
+
+
+def _check_number(op: str, name: str, value: Any, *, integer: bool = False) -> None:
+    """A non-negative real (or int) option; traced values are left to the caller."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    if not ok and not integer and hasattr(value, "shape") and np.shape(value) == ():
+        ok = np.issubdtype(np.asarray(value).dtype, np.floating)
+    if not ok:
+        kind = "an int" if integer else "a real number"
+        raise TypeError(f"{op}: {name} must be {kind}, got {value!r}.")
+    if not float(value) >= 0 or not math.isfinite(float(value)):
+        raise ValueError(f"{op}: {name} must be finite and >= 0, got {value!r}.")
+
+
+def deconvolve(
+    y: jax.Array,
+    kernel: jax.Array,
+    *,
+    method: str = "wiener",
+    regularization: float | jax.Array = 0.0,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    output_padding: int | Sequence[int] = 0,
+    input_shape: int | Sequence[int] | None = None,
+    tol: float = 1e-6,
+    max_iters: int = 500,
+    impl: Any = "lax",
+    precision: Any = None,
+    return_info: bool = False,
+) -> jax.Array | tuple[jax.Array, DeconvolveInfo]:
+    r"""Recover ``x`` from ``y = conv(x, kernel, **options)``: the inverse, not the transpose.
+
+    Returns the regularised least-squares solution
+
+    .. math::
+        \hat x = \arg\min_x \lVert \mathrm{conv}(x) - y \rVert^2 + \lambda \lVert x \rVert^2
+
+    where ``conv`` is :func:`~convjax.conv` with ``strides``, ``padding``, ``dilation``,
+    ``groups`` and ``padding_mode``, with conv's defaults, so ``deconvolve(conv(x, kernel,
+    **options), kernel, **options)`` always inverts the convolution that made ``y``.  The size
+    of ``x`` is found as :func:`~convjax.conv_transpose` finds its result's (``output_padding``
+    or ``input_shape``), so ``x̂`` has the shape ``conv_transpose(y, kernel, **options)`` has.
+
+    ``method="wiener"`` solves it in closed form per frequency: ``X = (Hᴴ H + λ I)⁻¹ Hᴴ Y``
+    with ``H(f)`` the ``C_out × C_in`` transfer matrix (block diagonal over groups; a scalar for
+    depthwise kernels; ``Hᴴ (H Hᴴ + λ I)⁻¹ Y`` when a group has fewer outputs than inputs).
+    For a constant noise-to-signal power ratio this is the Wiener filter with ``λ`` = that
+    ratio.  It needs ``strides == 1`` and inverts exactly:
+
+    - ``padding_mode="circular"`` with a same-size output (``lo + hi = k̂ − 1``, e.g.
+      ``"SAME"``): the conv is circulant, diagonal in the DFT of size ``i``;
+    - ``padding_mode="zeros"``: the conv is a window of the linear convolution, which is
+      circulant on a zero-extended grid of ``i + k̂ − 1``; Wiener solves there and keeps the
+      first ``i``.  With ``padding="FULL"`` ``y`` is the whole linear convolution and the
+      inverse (``λ = 0``) is exact; ``λ > 0`` then damps the extended grid's unknowns too,
+      close to but not exactly the problem above.  With a smaller padding the unseen border
+      of the linear convolution is taken as zero: approximate near the border.  Use ``"lsq"``
+      for the exact least-squares answer of any zero-padded conv.
+
+    ``method="lsq"`` runs conjugate gradients on ``(AᵀA + λI) x = Aᵀ y`` with ``A = conv`` and
+    ``Aᵀ = conv_transpose`` on backend ``impl``, from ``x = 0``, one independent solve per
+    batch element, until ``‖Aᵀ y − (AᵀA + λI) x‖ <= tol · ‖Aᵀ y‖`` or ``max_iters``.  It handles
+    every convolution convjax expresses (strided, dilated, grouped, any padding mode).  Started
+    from zero with ``λ = 0`` the iterates stay in the range of ``Aᵀ``, so an underdetermined
+    (e.g. strided) problem converges to the minimum-norm solution ``A⁺ y``.
+
+    Both methods jit.  Both are differentiable in ``y``, ``kernel`` and ``regularization``:
+    ``"wiener"`` directly, ``"lsq"`` by implicit differentiation of the normal equations
+    (``lax.custom_linear_solve``), exact where ``AᵀA + λI`` is invertible.
+
+    Args:
+      y: ``[*batch, *spatial, C_out]``, the convolved signal.
+      kernel: ``[*window, C_in // groups, C_out]``, the forward conv's kernel (as for
+        :func:`~convjax.conv`).
+      method: ``"wiener"`` or ``"lsq"``.
+      regularization: ``λ >= 0``, the Tikhonov weight (for Wiener: the noise-to-signal power
+        ratio).  With ``λ = 0`` Wiener needs invertible transfer matrices (a scalar transfer
+        function with zeros gives the pseudo-inverse).
+      strides, padding, dilation, groups, padding_mode: the forward conv's options.
+      output_padding: picks the size of ``x`` among those giving ``y``, as in
+        :func:`~convjax.conv_transpose`.
+      input_shape: the spatial sizes of ``x``, instead of ``output_padding``.
+      tol: ``"lsq"``: relative tolerance on the normal-equations residual.
+      max_iters: ``"lsq"``: iteration cap.
+      impl: ``"lsq"``: the backend of the convolutions (and of the ``info`` residual).
+      precision: passed to the convolutions and contractions.
+      return_info: also return a :class:`DeconvolveInfo`.
+
+    Returns:
+      ``x̂: [*batch, *input_spatial, C_in]``, or ``(x̂, info)`` with ``return_info=True``.
+
+    >>> import jax.numpy as jnp, convjax
+    >>> x = jnp.arange(8.0).reshape(8, 1)
+    >>> kernel = jnp.array([0.2, 0.6, 0.2]).reshape(3, 1, 1)
+    >>> options = dict(padding="SAME", padding_mode="circular")
+    >>> y = convjax.conv(x, kernel, **options)
+    >>> bool(jnp.allclose(convjax.deconvolve(y, kernel, **options), x, atol=1e-4))  # the inverse
+    True
+    >>> bool(jnp.allclose(convjax.conv_transpose(y, kernel, **options), x, atol=1e-4))
+    False
+
+    References:
+      Wiener (1949); Hansen, "Deblurring Images: Matrices, Spectra, and Filtering" (2006);
+      Paige & Saunders, "LSQR" (1982) for conjugate gradients on least squares.
+    """
+    op = "deconvolve"
+    check_arrays(op, y=y, kernel=kernel)
+    if method not in METHODS:
+        raise ValueError(f"{op}: method must be one of {METHODS}, got {method!r}.")
+    _check_number(op, "regularization", regularization)
+    _check_number(op, "tol", tol)
+    _check_number(op, "max_iters", max_iters, integer=True)
+    operator = transpose_operator(
+        op,
+        y.shape,
+        kernel.shape,
+        strides=strides,
+        padding=padding,
+        output_padding=output_padding,
+        output_shape=input_shape,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+        x_name="y",
+        shape_name="input_shape",
+        kernel_layout=FORWARD_KERNEL,
+    )
+    for name, dtype in (("y", y.dtype), ("kernel", kernel.dtype)):
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"{op}: {name} must have a floating dtype, got {np.dtype(dtype).name}.")
+    if np.dtype(y.dtype) != np.dtype(kernel.dtype):
+        raise TypeError(
+            f"{op}: y and kernel must share a dtype, got y {np.dtype(y.dtype).name} and kernel "
+            f"{np.dtype(kernel.dtype).name}; cast one, e.g. kernel.astype(y.dtype)."
+        )
+    if method == "wiener":
+        x = _wiener(op, y, kernel, operator, regularization, precision)
+        iterations = jnp.zeros((), jnp.int32)
+    else:
+        x, iterations = _lsq(y, kernel, operator, regularization, tol, max_iters, precision)
+    if not return_info:
+        return x
+    ndim = operator.spec.ndim
+    axes = tuple(range(y.ndim - ndim - 1, y.ndim))
+    misfit = operator.forward(x, kernel, precision=precision) - y
+    residual = jnp.sqrt(jnp.sum(misfit * misfit, axis=axes) / jnp.sum(y * y, axis=axes))
+    return x, DeconvolveInfo(iterations, residual)
+
+
+def _wiener(op: str, y, kernel, operator: ConvOperator, regularization, precision):
+    spec = operator.spec
+    ndim = spec.ndim
+    window = kernel.shape[:ndim]
+    if any(s != 1 for s in spec.strides):
+        raise ValueError(
+            f"{op}: method='wiener' needs strides 1 (a strided convolution is not diagonal in "
+            f"frequency; use method='lsq'), got {spec.strides}."
+        )
+    if spec.padding_mode not in ("circular", "zeros"):
+        raise ValueError(
+            f"{op}: method='wiener' inverts circular or zero padding only, got padding_mode "
+            f"{spec.padding_mode!r}; use method='lsq'."
+        )
+    spans = [shapes.effective_window(k, d) for k, d in zip(window, spec.dilation, strict=True)]
+    size = operator.input_spatial
+    full_out = spec.output_spatial(size, window)
+    if full_out != operator.output_spatial:
+        raise ValueError(
+            f"{op}: method='wiener' needs the convolution's whole output, but y keeps "
+            f"{operator.output_spatial} of {full_out} outputs; use output_padding 0 or "
+            f"method='lsq'."
+        )
+    if spec.padding_mode == "circular":
+        if full_out != size:
+            raise ValueError(
+                f"{op}: method='wiener' with circular padding needs a same-size convolution "
+                f"(lo + hi = k̂ − 1 in every dim, e.g. padding 'SAME'), got padding "
+                f"{spec.padding} for effective window {tuple(spans)}."
+            )
+        grid = size
+        lows = [lo for lo, _ in spec.padding]
+        frame = y
+    else:
+        # The linear convolution of x zero-extended to i + k̂ − 1 is circular on that grid,
+        # with y a window of it: place y there, zero where the padding cut the border off.
+        grid = tuple(i + k - 1 for i, k in zip(size, spans, strict=True))
+        lows = [k - 1 for k in spans]
+        batch_ndim = y.ndim - ndim - 1
+        config = [(0, 0, 0)] * batch_ndim
+        config += [
+            (k - 1 - lo, k - 1 - hi, 0) for k, (lo, hi) in zip(spans, spec.padding, strict=True)
+        ]
+        frame = lax.pad(y, jnp.zeros((), y.dtype), [*config, (0, 0, 0)])
+
+    dtype = y.dtype if np.dtype(y.dtype).itemsize >= 4 else np.dtype(np.float32)
+    frame, kernel = frame.astype(dtype), kernel.astype(dtype)
+    # y[o] = Σ_t x[(o − lo + t·d) mod N] k[t] = (x ⊛ g)[o] with g[(lo − t·d) mod N] += k[t].
+    positions = [
+        (lo - np.arange(k) * d) % n
+        for lo, k, d, n in zip(lows, window, spec.dilation, grid, strict=True)
+    ]
+    g = jnp.zeros((*grid, *kernel.shape[-2:]), dtype).at[np.ix_(*positions)].add(kernel)
+    spatial_axes = tuple(range(ndim))
+    transfer = jnp.fft.rfftn(g, axes=spatial_axes)  # [*freq, C, C_out]
+
+    batch_shape = frame.shape[: frame.ndim - ndim - 1]
+    flat = frame.reshape(-1, *frame.shape[-ndim - 1 :])  # [B, *grid, C_out]
+    spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, ndim + 1)))  # [B, *freq, C_out]
+    groups, c = spec.groups, kernel.shape[-2]
+    j = kernel.shape[-1] // groups
+    freq = transfer.shape[:ndim]
+    h = transfer.reshape(*freq, c, groups, j)
+    h = jnp.moveaxis(h, ndim, -1)  # [*freq, groups, J, C]: H_g(f), outputs by inputs
+    rhs = spectrum.reshape(spectrum.shape[0], *freq, groups, j)
+    rhs = jnp.moveaxis(rhs, 0, -1)  # [*freq, groups, J, B]
+    lam = jnp.asarray(regularization, dtype)
+    h_conj = jnp.conj(jnp.swapaxes(h, -1, -2))  # [*freq, groups, C, J]
+    if c == 1 or j == 1:
+        # One of the normal matrices is 1×1: divide (the pseudo-inverse where it is 0).
+        if c == 1:
+            power = jnp.sum(jnp.abs(h) ** 2, axis=-2, keepdims=True)  # [..., 1, 1] HᴴH
+            numerator = jnp.matmul(h_conj, rhs, precision=precision)  # [..., 1, B]
+            denominator = power + lam
+            solution = _safe_divide(numerator, denominator)
+        else:
+            power = jnp.sum(jnp.abs(h) ** 2, axis=-1, keepdims=True)  # [..., 1, 1] HHᴴ
+            solution = jnp.matmul(h_conj, _safe_divide(rhs, power + lam), precision=precision)
+    elif c <= j:
+        gram = jnp.matmul(h_conj, h, precision=precision)
+        eye = _eye(lam, c, gram)
+        solution = jnp.linalg.solve(gram + eye, jnp.matmul(h_conj, rhs, precision=precision))
+    else:
+        gram = jnp.matmul(h, h_conj, precision=precision)
+        eye = _eye(lam, j, gram)
+        solution = jnp.matmul(h_conj, jnp.linalg.solve(gram + eye, rhs), precision=precision)
+    solution = jnp.moveaxis(solution, -1, 0)  # [B, *freq, groups, C]
+    solution = solution.reshape(*solution.shape[:-2], groups * c)
+    x = jnp.fft.irfftn(solution, s=grid, axes=tuple(range(1, ndim + 1)))
+    x = x[(slice(None), *(slice(0, i) for i in size), slice(None))]
+    return x.reshape(*batch_shape, *x.shape[1:]).astype(y.dtype)
+
+
+def _eye(lam, size, like):
+    """``λ I`` shaped to add to the stacked matrices ``like``."""
+    eye = (lam * jnp.eye(size, dtype=lam.dtype)).astype(like.dtype)
+    return eye.reshape((1,) * (like.ndim - 2) + eye.shape)
+
+
+def _safe_divide(numerator, denominator):
+    """``numerator / denominator``, 0 where the (real, non-negative) denominator is 0, with
+    finite gradients."""
+    nonzero = denominator > 0
+    safe = jnp.where(nonzero, denominator, jnp.ones_like(denominator))
+    quotient = numerator / safe.astype(numerator.dtype)
+    return jnp.where(nonzero, quotient, jnp.zeros_like(quotient))
+
+
+def _lsq(y, kernel, operator: ConvOperator, regularization, tol, max_iters, precision):
+    ndim = operator.spec.ndim
+    batch_ndim = y.ndim - ndim - 1
+    forward = lambda z: operator.forward(z, kernel, precision=precision)  # noqa: E731
+    adjoint = operator.transpose(kernel, precision=precision, dtype=y.dtype)
+    lam = jnp.asarray(regularization, y.dtype)
+
+    def normal(z):
+        return adjoint(forward(z)) + lam * z
+
+    def solve(matvec, b):
+        return _conjugate_gradients(matvec, b, tol, max_iters, batch_ndim)
+
+    return lax.custom_linear_solve(normal, adjoint(y), solve, symmetric=True, has_aux=True)
+
+
+def _conjugate_gradients(matvec, b, tol, max_iters, batch_ndim):
+    """CG for ``matvec(x) = b`` (symmetric positive semi-definite) from ``x = 0``; one solve per
+    leading batch element.  Returns ``(x, iterations)``."""
+    axes = tuple(range(batch_ndim, b.ndim))
+
+    def dot(u, v):
+        return jnp.sum(u * v, axis=axes, keepdims=True)
+
+    gamma = dot(b, b)
+    threshold = jnp.asarray(tol, b.dtype) ** 2 * gamma
+
+    def cond(state):
+        k, _, _, _, gamma = state
+        return (k < max_iters) & jnp.any(gamma > threshold)
+
+    def body(state):
+        k, x, r, p, gamma = state
+        active = gamma > threshold
+        q = matvec(p)
+        delta = dot(p, q)
+        step = active & (delta > 0)
+        alpha = jnp.where(step, gamma / jnp.where(step, delta, 1), 0)
+        x = x + alpha * p
+        r = r - alpha * q
+        gamma_next = dot(r, r)
+        beta = gamma_next / jnp.where(active, gamma, 1)
+        p = jnp.where(step, r + beta * p, p)
+        # A finished element (or one with no descent direction left) stays finished.
+        gamma = jnp.where(step, gamma_next, jnp.zeros_like(gamma))
+        return k + 1, x, r, p, gamma
+
+    state = (jnp.zeros((), jnp.int32), jnp.zeros_like(b), b, b, gamma)
+    k, x, _, _, _ = lax.while_loop(cond, body, state)
+    return x, k

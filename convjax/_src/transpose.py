@@ -1,0 +1,323 @@
+"""The transposed convolution: by definition, the exact adjoint of the forward convolution.
+
+``conv_transpose(x, kernel, **options)`` is the linear transpose of ``z ↦ conv(z, kernel,
+**options)`` where ``z`` has the result's shape, so ``⟨conv(z), x⟩ = ⟨z, conv_transpose(x)⟩`` for
+every ``z`` and ``x``.  It is computed as exactly that: ``jax.linear_transpose`` of the forward
+convolution traced on the chosen backend.  On ``lax`` the transpose rule of
+``conv_general_dilated`` emits the reversed kernel and input dilation that XLA recognises as a
+backward-data convolution; on ``gather`` the transpose of the gather is a scatter-add through the
+same index maps, and the transpose of reflect / replicate / circular padding folds the border
+contributions back onto the input.
+
+A forward convolution of stride ``s`` maps the ``s`` input sizes ``i … i + s − 1`` (more with
+dilation) to the same output size, so the result size needs one more number: the output padding
+``a = (i + lo + hi − k̂) mod s`` (Relationship 14 of Dumoulin & Visin), or the size itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from convjax._src import shapes
+from convjax._src.conv import apply
+from convjax._src.spec import (
+    ConvSpec,
+    Padding,
+    check_arrays,
+    check_dtypes,
+    make_spec,
+    normalize_padding,
+    per_dim,
+)
+
+TRANSPOSE_KERNEL = "[*window, C_out // groups, C_in]"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvOperator:
+    """A forward convolution as a linear map, and its adjoint.
+
+    ``forward`` maps ``[*batch, *input_spatial, C]`` to ``[*batch, *output_spatial, C_out]``:
+    ``spec``'s convolution, keeping the first ``output_spatial`` outputs of each spatial dim (all
+    of them unless the output padding reaches the stride).
+
+    Attributes:
+      spec: the forward convolution.
+      input_shape: the forward input's full shape, batch dims and channels included.
+      output_spatial: the spatial sizes of the forward output that are kept.
+    """
+
+    spec: ConvSpec
+    input_shape: tuple[int, ...]
+    output_spatial: tuple[int, ...]
+
+    @property
+    def input_spatial(self) -> tuple[int, ...]:
+        return self.input_shape[-self.spec.ndim - 1 : -1]
+
+    def forward(self, z: jax.Array, kernel: jax.Array, *, precision: Any = None) -> jax.Array:
+        y = apply(z, kernel, self.spec, precision=precision)
+        if y.shape[-self.spec.ndim - 1 : -1] == self.output_spatial:
+            return y
+        return y[(..., *(slice(0, o) for o in self.output_spatial), slice(None))]
+
+    def transpose(self, kernel: jax.Array, *, precision: Any = None, dtype: Any = None):
+        """The adjoint of :meth:`forward` for this kernel, as a function of one array."""
+        dtype = kernel.dtype if dtype is None else dtype
+        adjoint = jax.linear_transpose(
+            functools.partial(self.forward, kernel=kernel, precision=precision),
+            jax.ShapeDtypeStruct(self.input_shape, dtype),
+        )
+        return lambda x: adjoint(x)[0]
+
+
+def _sizes(
+    size: int, window: int, stride: int, dilation: int, padding: str | tuple[int, int]
+) -> dict[int, tuple[int, tuple[int, int]]]:
+    """Every result size ``n`` a transposed conv of a ``size`` input reaches, in increasing order,
+    with its output padding ``a = n + lo + hi − k̂ − s(size − 1)`` and its ``(lo, hi)``: the
+    ``n`` whose forward conv output covers ``size`` with ``0 <= a < max(stride, dilation)``."""
+    span = shapes.effective_window(window, dilation)
+    base = stride * (size - 1) + span
+    limit = max(stride, dilation)
+    if isinstance(padding, str):
+        candidates = range(max(1, base - 2 * span - stride), base + limit)
+    else:
+        candidates = range(max(1, base - sum(padding)), base - sum(padding) + limit)
+    sizes = {}
+    for n in candidates:
+        pads = (
+            shapes.string_padding(padding, n, window, stride, dilation)
+            if isinstance(padding, str)
+            else padding
+        )
+        a = n + sum(pads) - base
+        if 0 <= a < limit:
+            sizes[n] = (a, pads)
+    return sizes
+
+
+def transpose_operator(
+    op: str,
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    output_padding: int | Sequence[int] = 0,
+    output_shape: int | Sequence[int] | None = None,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    impl: Any = "lax",
+    x_name: str = "x",
+    shape_name: str = "output_shape",
+    kernel_layout: str = TRANSPOSE_KERNEL,
+) -> ConvOperator:
+    """The forward convolution whose adjoint takes ``x_shape`` back to the result's shape.
+
+    Determines the forward input's spatial sizes (from ``output_shape``, or from the padding and
+    ``output_padding``), then builds the forward :class:`ConvSpec` with :func:`make_spec`, so the
+    core checks report under ``op``.
+    """
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    if len(kernel_shape) < 3:
+        raise ValueError(
+            f"{op}: kernel must have rank >= 3 ({kernel_layout}), got shape {kernel_shape}."
+        )
+    ndim = len(kernel_shape) - 2
+    if len(x_shape) < ndim + 1:
+        raise ValueError(
+            f"{op}: {x_name} must have rank >= {ndim + 1} ([*batch, *spatial, C]) for a "
+            f"{ndim}-d kernel of shape {kernel_shape}, got shape {x_shape}."
+        )
+    window, spatial = kernel_shape[:ndim], x_shape[-ndim - 1 : -1]
+    if any(k < 1 for k in window) or any(i < 1 for i in spatial):
+        raise ValueError(
+            f"{op}: spatial sizes must be >= 1, got {x_name} spatial {spatial} and kernel window "
+            f"{window}."
+        )
+    if kernel_shape[-1] != x_shape[-1]:
+        raise ValueError(
+            f"{op}: kernel.shape[-1] must equal the channels of {x_name} ({x_shape[-1]}), got "
+            f"{kernel_shape[-1]} (kernel shape {kernel_shape} is {kernel_layout})."
+        )
+    strides = per_dim(op, "strides", strides, ndim, minimum=1)
+    dilation = per_dim(op, "dilation", dilation, ndim, minimum=1)
+    # Explicit padding does not depend on the size; strings are resolved per candidate size.
+    if isinstance(padding, str):
+        normalize_padding(op, padding, spatial, window, strides, dilation)  # validates the name
+        pads: Sequence[str | tuple[int, int]] = (padding.upper(),) * ndim
+    else:
+        pads = normalize_padding(op, padding, spatial, window, strides, dilation)
+    output_padding = per_dim(op, "output_padding", output_padding, ndim, minimum=0)
+    if any(a >= max(s, d) for a, s, d in zip(output_padding, strides, dilation, strict=True)):
+        raise ValueError(
+            f"{op}: output_padding must be smaller than the stride or the dilation in every dim, "
+            f"got output_padding {output_padding} with strides {strides} and dilation "
+            f"{dilation}."
+        )
+    if output_shape is not None:
+        if any(output_padding):
+            raise ValueError(
+                f"{op}: pass output_padding or {shape_name}, not both, got output_padding "
+                f"{output_padding} and {shape_name} {output_shape!r}."
+            )
+        output_shape = per_dim(op, shape_name, output_shape, ndim, minimum=1)
+
+    result = []
+    for dim in range(ndim):
+        i, k, s, d, p = spatial[dim], window[dim], strides[dim], dilation[dim], pads[dim]
+        sizes = _sizes(i, k, s, d, p)
+        described = (
+            f"{x_name} spatial size {i} with window {k}, stride {s}, dilation {d} and padding {p!r}"
+        )
+        if not sizes:
+            raise ValueError(
+                f"{op}: the result would be empty in spatial dim {dim}: {described} reaches no "
+                f"size >= 1."
+            )
+        if output_shape is not None:
+            n = output_shape[dim]
+            if n not in sizes:
+                raise ValueError(
+                    f"{op}: {shape_name} {output_shape} is out of reach in spatial dim {dim}: "
+                    f"{described} reaches sizes {min(sizes)} to {max(sizes)}, got {n}."
+                )
+        elif p == "SAME":
+            if output_padding[dim]:
+                raise ValueError(
+                    f"{op}: output_padding must be 0 with padding 'SAME', where the result size "
+                    f"is strides * size; pass {shape_name} for another size, got output_padding "
+                    f"{output_padding}."
+                )
+            n = s * i
+        else:
+            matching = [n for n, (a, _) in sizes.items() if a == output_padding[dim]]
+            if not matching:
+                raise ValueError(
+                    f"{op}: the result would be empty in spatial dim {dim}: {described} and "
+                    f"output_padding {output_padding[dim]} give a size < 1."
+                )
+            n = matching[0]
+        result.append(n)
+
+    c_out = kernel_shape[-2] * groups if isinstance(groups, int) else kernel_shape[-2]
+    input_shape = (*x_shape[: -ndim - 1], *result, c_out)
+    spec = make_spec(
+        op,
+        input_shape,
+        kernel_shape,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+    )
+    covered = spec.output_spatial(result, window)
+    if any(o < i for o, i in zip(covered, spatial, strict=True)):  # unreachable by construction
+        raise AssertionError(f"{op}: forward output {covered} does not cover {spatial}.")
+    return ConvOperator(spec, input_shape, tuple(spatial))
+
+
+def conv_transpose(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    output_padding: int | Sequence[int] = 0,
+    output_shape: int | Sequence[int] | None = None,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    impl: Any = "lax",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    r"""Transposed convolution: the adjoint of :func:`~convjax.conv` with the same options.
+
+    For the forward convolution ``A = conv(·, kernel, strides=…, padding=…, dilation=…,
+    groups=…, padding_mode=…)`` taking the result's shape to ``x``'s, this returns ``Aᵀ x``:
+
+    .. math::
+        \langle \mathrm{conv}(z), x \rangle = \langle z, \mathrm{conv\_transpose}(x) \rangle
+        \quad \text{for all } z.
+
+    Written out for zero padding, ``r[b, n, gC + c] = Σ_{o, t : o s − lo + t d = n} Σ_j
+    x[b, o, gJ + j] · kernel[t, c, gJ + j]``: each input scatters a weighted copy of the kernel,
+    with ``C = C_out / groups`` and ``J = C_in / groups``.  The transpose of reflect, replicate
+    and circular padding folds the contributions that land in the border back onto the pixels
+    that padding copied.
+
+    Result size per spatial dim, with ``k̂ = (k − 1) d + 1``:
+
+    - explicit padding ``(lo, hi)`` (or ``"VALID"``, ``"FULL"``, ``"CAUSAL"``):
+      ``s (i′ − 1) + a + k̂ − lo − hi`` (Relationship 14), where ``a`` is ``output_padding``;
+      ``a = (i + lo + hi − k̂) mod s`` restores a forward input of size ``i``;
+    - ``"SAME"``: ``s · i′`` (``output_padding`` must be 0);
+    - ``output_shape`` given: that size, which must be reachable (string padding is resolved
+      against it, as the forward conv resolves it against its input).
+
+    As in PyTorch, ``output_padding`` must be smaller than the stride or the dilation.  When it
+    is at least the stride, the forward conv of the larger result has more than ``i′`` outputs;
+    the result is then the adjoint of that conv keeping only its first ``i′`` outputs (which is
+    what PyTorch computes).
+
+    Args:
+      x: ``[*batch, *spatial, C_in]``, zero or more leading batch dims.
+      kernel: ``[*window, C_out // groups, C_in]``: the forward conv's kernel (from
+        ``C_out`` result channels to ``C_in``).  A PyTorch ``ConvTranspose{1,2,3}d`` weight
+        ``[C_in, C_out // groups, *window]`` is this tensor with its axes permuted to
+        ``(*window, 1, 0)``.
+      strides: the forward conv's stride (the upsampling factor), an int or one per dim.
+      padding: the forward conv's padding: an int, one int per dim, one ``(lo, hi)`` pair per
+        dim, ``"SAME"``, ``"VALID"``, ``"FULL"`` or ``"CAUSAL"``.  Default 0, as in PyTorch.
+      output_padding: ``a`` above, an int or one per dim; each ``< max(stride, dilation)``.
+      output_shape: the result's spatial sizes, instead of ``output_padding``.
+      dilation: the forward conv's kernel dilation, an int or one per dim.
+      groups: feature groups; result channel ``g C + c`` sees only input group ``g``.
+      padding_mode: the forward conv's ``"zeros"``, ``"reflect"``, ``"replicate"`` or
+        ``"circular"`` padding.
+      impl: ``"lax"`` (the transpose of ``lax.conv_general_dilated``: a backward-data conv),
+        ``"gather"`` (scatter-add through the gather path's index maps, no lax convolution) or
+        a backend instance.
+      precision: passed to the contraction (``lax.Precision.HIGHEST`` avoids TF32 on GPUs).
+      preferred_element_type: the result dtype; both operands are cast to it and the transpose
+        runs in it.
+
+    Returns:
+      ``[*batch, *result_spatial, C_out]``.
+
+    >>> import jax.numpy as jnp, convjax
+    >>> y = convjax.conv(jnp.ones((5, 5, 1)), jnp.ones((3, 3, 1, 1)), strides=2)  # 5x5 -> 2x2
+    >>> convjax.conv_transpose(y, jnp.ones((3, 3, 1, 1)), strides=2).shape  # and back to 5x5
+    (5, 5, 1)
+
+    References:
+      Dumoulin & Visin, "A guide to convolution arithmetic for deep learning" (2016), §4.
+    """
+    check_arrays("conv_transpose", x=x, kernel=kernel)
+    operator = transpose_operator(
+        "conv_transpose",
+        x.shape,
+        kernel.shape,
+        strides=strides,
+        padding=padding,
+        output_padding=output_padding,
+        output_shape=output_shape,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+    )
+    check_dtypes("conv_transpose", x.dtype, kernel.dtype)
+    if preferred_element_type is not None:
+        x, kernel = x.astype(preferred_element_type), kernel.astype(preferred_element_type)
+    return operator.transpose(kernel, precision=precision, dtype=x.dtype)(x)

@@ -1,0 +1,360 @@
+"""deconvolve is the inverse (the regularised least-squares solution), not the transpose: exact
+recovery, agreement of the two methods, dense float64 NumPy pseudo-inverses, noise."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from cases import make_case
+from jax.test_util import check_grads
+
+import convjax
+
+BLUR = np.array([0.2, 0.6, 0.2])  # spectrum 0.6 + 0.4 cos ω >= 0.2: no zeros
+
+
+def blur_kernel(ndim, c_in_per_group, c_out, seed=0):
+    """``[3]*ndim`` separable blur times a well-conditioned channel mixing: invertible at every
+    frequency when each group has at least as many outputs as inputs."""
+    rng = np.random.default_rng(seed)
+    spatial = functools.reduce(np.multiply.outer, [BLUR] * ndim)
+    mixing = np.arange(c_out)[None, :] % c_in_per_group == np.arange(c_in_per_group)[:, None]
+    mixing = mixing + 0.2 * rng.normal(size=(c_in_per_group, c_out))
+    return spatial[..., None, None] * mixing
+
+
+def signal(shape, seed=1):
+    return np.random.default_rng(seed).normal(size=shape)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def dense(x_shape, kernel, **ref):
+    """The forward conv of one batch element as a float64 [outputs, inputs] matrix."""
+    m = math.prod(x_shape)
+    columns = reference.conv(np.eye(m).reshape(m, *x_shape), kernel, **ref)
+    return columns.reshape(m, -1).T
+
+
+# ndim, x shape, C_in // groups, C_out, groups
+CHANNELS = [
+    (1, (2, 24, 1), 1, 1, 1),
+    (2, (2, 12, 10, 3), 3, 3, 1),  # full channel mixing: a 3x3 solve per frequency
+    (2, (12, 10, 4), 1, 4, 4),  # depthwise: a scalar per channel and frequency
+    (2, (1, 12, 10, 2), 1, 4, 2),  # depthwise, multiplier 2
+    (2, (2, 9, 8, 4), 2, 6, 2),  # grouped, 3 outputs per 2 inputs per group
+    (3, (6, 5, 4, 2), 2, 2, 1),
+]
+MODELS = [
+    {"padding": "SAME", "padding_mode": "circular"},
+    {"padding": "SAME", "padding_mode": "circular", "dilation": 2},
+    {"padding": "FULL", "padding_mode": "zeros"},
+]
+
+
+WIENER_CASES = [
+    pytest.param(*channels, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{name}")
+    for i, channels in enumerate(CHANNELS)
+    for model in MODELS
+    for dtype, name in ((np.float64, "float64"), (np.float32, "float32"))
+    if dtype == np.float64 or model is MODELS[0]
+]
+
+
+@pytest.mark.parametrize("ndim, x_shape, c, c_out, groups, model, dtype", WIENER_CASES)
+def test_wiener_inverts_what_the_transpose_does_not(ndim, x_shape, c, c_out, groups, model, dtype):
+    x = jnp.asarray(signal(x_shape), dtype)
+    kernel = jnp.asarray(blur_kernel(ndim, c, c_out), dtype)
+    y = convjax.conv(x, kernel, groups=groups, **model)
+    x_hat = jax.jit(functools.partial(convjax.deconvolve, groups=groups, **model))(y, kernel)
+    assert x_hat.shape == x.shape and x_hat.dtype == x.dtype
+    assert rel_err(x_hat, x) < (1e-4 if dtype == np.float64 else 1e-3)
+    # Same shape from the transposed conv, but not the same values.
+    back = convjax.conv_transpose(y, kernel, groups=groups, **model)
+    assert back.shape == x.shape
+    assert rel_err(back, x) > 0.2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("impl", ["lax", "gather"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"padding": "SAME", "padding_mode": "zeros"},
+        {"padding": "SAME", "padding_mode": "reflect"},
+        {"padding": 1, "padding_mode": "replicate", "groups": 3},
+        {"padding": ((2, 0), (1, 1)), "padding_mode": "circular"},
+        {"padding": ((1, 1), (2, 2)), "padding_mode": "zeros", "dilation": (1, 2)},
+    ],
+    ids=lambda m: "-".join(map(str, m.values())).replace(" ", ""),
+)
+def test_lsq_inverts_every_padding_mode(model, impl, dtype):
+    groups = model.get("groups", 1)
+    x = jnp.asarray(signal((2, 10, 9, 3)), dtype)
+    kernel = jnp.asarray(blur_kernel(2, 3 // groups, 3), dtype)
+    y = convjax.conv(x, kernel, **model)
+    tol = 1e-10 if dtype == np.float64 else 1e-6
+    solve = functools.partial(convjax.deconvolve, method="lsq", impl=impl, tol=tol, **model)
+    x_hat = jax.jit(solve)(y, kernel)
+    assert x_hat.shape == x.shape and x_hat.dtype == x.dtype
+    assert rel_err(x_hat, x) < (1e-4 if dtype == np.float64 else 1e-3)
+
+
+@pytest.mark.parametrize("regularization", [0.0, 0.05])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"padding": "SAME", "padding_mode": "circular"},
+        {"padding": "FULL", "padding_mode": "zeros"},
+        {"padding": "SAME", "padding_mode": "zeros"},  # Wiener's approximate border: loose
+    ],
+    ids=lambda m: "-".join(m.values()),
+)
+def test_wiener_and_lsq_solve_the_same_problem(model, regularization):
+    x = jnp.asarray(signal((2, 11, 10, 3)))
+    kernel = jnp.asarray(blur_kernel(2, 3, 3))
+    y = convjax.conv(x, kernel, **model)
+    options = dict(regularization=regularization, **model)
+    wiener = convjax.deconvolve(y, kernel, method="wiener", **options)
+    lsq = convjax.deconvolve(y, kernel, method="lsq", tol=1e-12, max_iters=2000, **options)
+    if model["padding_mode"] == "circular" or (model["padding"] == "FULL" and not regularization):
+        assert rel_err(wiener, lsq) < 1e-8
+    else:  # zeros: Wiener on the zero-extended grid, where λ > 0 or an unseen border differ
+        assert rel_err(wiener, lsq) < 0.2
+
+
+def test_wiener_with_fewer_outputs_than_inputs_is_the_minimum_norm_solution():
+    """2 output channels from 3 inputs: underdetermined at every frequency; λ = 0 gives A⁺ y."""
+    x = signal((7, 6, 3))
+    kernel = blur_kernel(2, 3, 2)
+    ref = dict(strides=(1, 1), padding=[(1, 1), (1, 1)], dilation=(1, 1))
+    matrix = dense(x.shape, kernel, padding_mode="circular", **ref)
+    y = (matrix @ x.ravel()).reshape(7, 6, 2)
+    options = dict(padding="SAME", padding_mode="circular")
+    x_hat = convjax.deconvolve(jnp.asarray(y), jnp.asarray(kernel), **options)
+    np.testing.assert_allclose(x_hat.ravel(), np.linalg.pinv(matrix) @ y.ravel(), atol=1e-10)
+    lsq = convjax.deconvolve(
+        jnp.asarray(y), jnp.asarray(kernel), method="lsq", tol=1e-13, max_iters=1000, **options
+    )
+    np.testing.assert_allclose(lsq, x_hat, atol=1e-9)
+
+
+def psnr(estimate, truth):
+    mse = np.mean((np.asarray(estimate) - np.asarray(truth)) ** 2)
+    return 10 * np.log10(np.ptp(np.asarray(truth)) ** 2 / mse)
+
+
+def test_regularisation_beats_the_plain_inverse_on_noisy_data():
+    n = 32
+    grid = np.arange(n) / n
+    image = np.sin(6 * np.pi * grid)[:, None] * np.cos(4 * np.pi * grid)[None, :]
+    image = (image + (np.add.outer(grid, grid) > 1.0))[..., None]
+    taps = np.exp(-0.5 * (np.arange(-3, 4) / 1.2) ** 2)
+    kernel = np.multiply.outer(taps, taps)[..., None, None]
+    kernel = jnp.asarray(kernel / kernel.sum())
+    options = dict(padding="SAME", padding_mode="circular")
+    y = convjax.conv(jnp.asarray(image), kernel, **options)
+    noisy = y + 0.01 * jnp.asarray(np.random.default_rng(0).normal(size=y.shape))
+    plain = convjax.deconvolve(noisy, kernel, **options)
+    regularised = convjax.deconvolve(noisy, kernel, regularization=1e-3, **options)
+    assert psnr(regularised, image) > psnr(noisy, image) > psnr(plain, image)
+    assert psnr(regularised, image) > psnr(plain, image) + 20
+    # Without noise, the plain inverse is exact and regularisation costs a little.
+    assert rel_err(convjax.deconvolve(y, kernel, **options), image) < 1e-6
+
+
+@pytest.mark.parametrize("impl", ["lax", "gather"])
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape, options",
+    [
+        ((7, 7, 2), (3, 3, 2, 3), dict(strides=2, padding=1)),
+        (
+            (11, 4),
+            (3, 2, 2),
+            dict(strides=3, padding=2, dilation=2, groups=2, padding_mode="reflect"),
+        ),
+        ((6, 5, 2), (2, 3, 2, 2), dict(strides=(2, 1), padding="SAME", padding_mode="circular")),
+    ],
+)
+def test_lsq_on_a_strided_conv_is_the_minimum_norm_solution(x_shape, kernel_shape, options, impl):
+    rng = np.random.default_rng(0)
+    x, kernel = rng.normal(size=x_shape), rng.normal(size=kernel_shape)
+    y = convjax.conv(jnp.asarray(x), jnp.asarray(kernel), **options)
+    assert y.size < x.size  # underdetermined
+    # The dense matrix from the independent NumPy reference, and its pseudo-inverse.
+    matrix = dense(x_shape, kernel, **make_case(x_shape, kernel_shape, **options)["ref"])
+    np.testing.assert_allclose(matrix @ x.ravel(), np.ravel(y), atol=1e-12)
+    x_hat, info = convjax.deconvolve(
+        y,
+        jnp.asarray(kernel),
+        method="lsq",
+        input_shape=x_shape[:-1],
+        tol=1e-13,
+        max_iters=1000,
+        impl=impl,
+        return_info=True,
+        **options,
+    )
+    assert x_hat.shape == x.shape
+    # Its forward image is y ...
+    assert float(info.residual) < 1e-9
+    np.testing.assert_allclose(matrix @ np.ravel(x_hat), np.ravel(y), atol=1e-9)
+    # ... it is not x (the problem is underdetermined) but A⁺ y, orthogonal to the null space.
+    assert rel_err(x_hat, x) > 0.1
+    np.testing.assert_allclose(np.ravel(x_hat), np.linalg.pinv(matrix) @ np.ravel(y), atol=1e-9)
+    _, singular, vt = np.linalg.svd(matrix)
+    null = vt[np.sum(singular > 1e-10) :]
+    assert np.abs(null @ np.ravel(x_hat)).max() < 1e-9
+    # With damping: (AᵀA + λI)⁻¹ Aᵀ y.
+    lam = 0.3
+    damped = convjax.deconvolve(
+        y,
+        jnp.asarray(kernel),
+        method="lsq",
+        regularization=lam,
+        input_shape=x_shape[:-1],
+        tol=1e-13,
+        impl=impl,
+        **options,
+    )
+    gram = matrix.T @ matrix + lam * np.eye(matrix.shape[1])
+    want = np.linalg.solve(gram, matrix.T @ np.ravel(y))
+    np.testing.assert_allclose(np.ravel(damped), want, atol=1e-9)
+
+
+# -- jit, vmap, grad, info ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["wiener", "lsq"])
+def test_jit_and_vmap(method):
+    x = jnp.asarray(signal((3, 8, 7, 2)))
+    kernel = jnp.asarray(blur_kernel(2, 2, 2))
+    options = dict(padding="SAME", padding_mode="circular")
+    y = convjax.conv(x, kernel, **options)
+    f = functools.partial(
+        convjax.deconvolve, method=method, regularization=0.01, tol=1e-12, **options
+    )
+    eager = f(y, kernel)
+    np.testing.assert_allclose(jax.jit(f)(y, kernel), eager, atol=1e-10)
+    np.testing.assert_allclose(jax.vmap(f, (0, None))(y, kernel), eager, atol=1e-10)
+    # A traced regularisation weight is fine too.
+    g = jax.jit(
+        lambda y, lam: convjax.deconvolve(y, kernel, method=method, regularization=lam, **options)
+    )
+    np.testing.assert_allclose(g(y, 0.01), f(y, kernel, tol=1e-6), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["wiener", "lsq"])
+def test_gradients(method):
+    x = jnp.asarray(signal((6, 5, 2)))
+    kernel = jnp.asarray(blur_kernel(2, 2, 2))
+    options = dict(padding="SAME", padding_mode="circular")
+    y = convjax.conv(x, kernel, **options)
+
+    @jax.jit
+    def f(y, kernel, lam):
+        return convjax.deconvolve(
+            y, kernel, method=method, regularization=lam, tol=1e-14, max_iters=1000, **options
+        )
+
+    check_grads(f, (y, kernel, 0.1), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+def test_info_reports_iterations_and_residual():
+    x = jnp.asarray(signal((2, 10, 10, 1)))
+    kernel = jnp.asarray(blur_kernel(2, 1, 1))
+    options = dict(padding="SAME", padding_mode="reflect", method="lsq")
+    y = convjax.conv(x, kernel, padding="SAME", padding_mode="reflect")
+    capped, capped_info = convjax.deconvolve(y, kernel, max_iters=3, return_info=True, **options)
+    assert int(capped_info.iterations) == 3 and capped_info.residual.shape == (2,)
+    solved, info = convjax.deconvolve(y, kernel, tol=1e-10, return_info=True, **options)
+    assert 3 < int(info.iterations) < 500
+    assert float(info.residual.max()) < 1e-9 < float(capped_info.residual.min())
+    misfit = convjax.conv(capped, kernel, padding="SAME", padding_mode="reflect") - y
+    np.testing.assert_allclose(
+        capped_info.residual,
+        jnp.linalg.norm(misfit.reshape(2, -1), axis=1) / jnp.linalg.norm(y.reshape(2, -1), axis=1),
+    )
+    assert rel_err(solved, x) < 1e-6
+    _, info = convjax.deconvolve(
+        y[0], kernel, padding="SAME", padding_mode="circular", return_info=True
+    )
+    assert int(info.iterations) == 0 and info.residual.shape == ()
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+Y = jnp.zeros((2, 8, 8, 3), jnp.float32)
+K = jnp.zeros((3, 3, 3, 3), jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "y, kernel, options, error, match",
+    [
+        (
+            Y,
+            K,
+            {"strides": 2},
+            ValueError,
+            r"deconvolve: method='wiener' needs strides 1 .*use method='lsq'\), got \(2, 2\)",
+        ),
+        (Y, K, {"method": "inverse"}, ValueError, r"deconvolve: method must be one of"),
+        (
+            Y,
+            K,
+            {"regularization": -0.1},
+            ValueError,
+            r"deconvolve: regularization must be finite and >= 0, got -0.1",
+        ),
+        (Y, K, {"regularization": "a lot"}, TypeError, r"regularization must be a real number"),
+        (Y, K, {"method": "lsq", "tol": -1.0}, ValueError, r"deconvolve: tol must be finite"),
+        (Y, K, {"method": "lsq", "max_iters": 2.5}, TypeError, r"max_iters must be an int"),
+        (
+            Y,
+            K,
+            {"padding_mode": "reflect"},
+            ValueError,
+            r"method='wiener' inverts circular or zero padding only, got padding_mode 'reflect'",
+        ),
+        (
+            Y,
+            K,
+            {"padding_mode": "circular"},
+            ValueError,
+            r"wiener' with circular padding needs a same-size convolution",
+        ),
+        (
+            Y,
+            jnp.zeros((3, 3, 3, 4), jnp.float32),
+            {},
+            ValueError,
+            r"deconvolve: kernel.shape\[-1\] must equal the channels of y \(3\), got 4",
+        ),
+        (
+            Y,
+            K,
+            {"method": "lsq", "strides": 2, "input_shape": (20, 16)},
+            ValueError,
+            r"deconvolve: input_shape \(20, 16\) is out of reach in spatial dim 0: y spatial "
+            r"size 8 .* reaches sizes 17 to 18, got 20",
+        ),
+        (
+            Y,
+            K.astype(jnp.float64),
+            {},
+            TypeError,
+            r"deconvolve: y and kernel must share a dtype, got y float32 and kernel float64",
+        ),
+        (Y, K, {"groups": 2}, ValueError, r"deconvolve: groups must divide"),
+    ],
+)
+def test_errors(y, kernel, options, error, match):
+    with pytest.raises(error, match=match):
+        convjax.deconvolve(y, kernel, **options)
