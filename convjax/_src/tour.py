@@ -90,6 +90,92 @@ def _grouped():
     )
 
 
+@section("Transposed convolution vs deconvolution")
+def _transpose_vs_deconvolution():
+    x, k = _random((1, 5, 5, 1)), _random((3, 3, 1, 1), 1)
+    y = convjax.conv(x, k, strides=2)
+    back, diff = both_paths(convjax.conv_transpose, y, k, strides=2)
+    print(
+        f"  conv 5x5 -> {y.shape[1]}x{y.shape[2]}, conv_transpose -> {back.shape[1]}x"
+        f"{back.shape[2]}   {agree(diff)}"
+    )
+    print(
+        f"  the shape comes back, the values do not: max |conv_transpose(conv(x)) - x| = "
+        f"{float(jnp.max(jnp.abs(back - x))):.2f}"
+    )
+    probe = _random(y.shape, 2)
+    lhs, rhs = jnp.vdot(y, probe), jnp.vdot(x, convjax.conv_transpose(probe, k, strides=2))
+    scale = jnp.linalg.norm(y) * jnp.linalg.norm(probe)
+    print(
+        f"  it is the adjoint: |<conv(x), y> - <x, conv_transpose(y)>| / (|conv(x)| |y|) = "
+        f"{float(jnp.abs(lhs - rhs) / scale):.1e} (float32)"
+    )
+    n = 32
+    rows, cols = np.mgrid[:n, :n]
+    image = (rows // 8 + cols // 8) % 2 + np.sin(cols / 3.0)  # checkerboard and stripes
+    image = jnp.asarray(image[..., None], jnp.float32)
+    blur = np.array([0.2, 0.6, 0.2], np.float32)  # spectrum >= 0.2: invertible
+    kernel = jnp.asarray(np.multiply.outer(blur, blur)[..., None, None])
+    options = dict(padding="SAME", padding_mode="circular")
+    blurred = convjax.conv(image, kernel, **options)
+
+    def error(estimate):
+        return float(jnp.linalg.norm(estimate - image) / jnp.linalg.norm(image))
+
+    wiener = convjax.deconvolve(blurred, kernel, **options)
+    lsq = convjax.deconvolve(blurred, kernel, method="lsq", **options)
+    transposed = convjax.conv_transpose(blurred, kernel, **options)
+    print(f"  {n}x{n} pattern blurred by a 3x3 kernel: rel error {error(blurred):.2f}")
+    print(
+        f"  recovered by deconvolve: rel error {error(wiener):.1e} (Wiener), {error(lsq):.1e} "
+        f"(lsq);  by conv_transpose: {error(transposed):.2f}"
+    )
+
+
+@section("Separable convolutions and counting")
+def _separable():
+    sobel = jnp.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], jnp.float32)
+    f = convjax.separable_factors(sobel, rank=1)
+    scale = f.columns[0, 0]  # move the factors' common scale onto the row to read them
+
+    def show(v):
+        return "[" + ", ".join(f"{float(a):g}" for a in np.round(np.asarray(v), 4) + 0.0) + "]"
+
+    print(
+        f"  Sobel: separable_factors finds rank {int(f.rank)}, {show(f.columns[:, 0] / scale)}ᵀ · "
+        f"{show(f.rows[0] * scale)}, residual {float(f.error):.1e}"
+    )
+    dense = convjax.Layer((3, 3, 1, 1))
+    split = convjax.Layer.spatial_separable([(3, 1, 1), (3, 1, 1)])
+    image = _random((1, 16, 16, 1))
+    y, diff = both_paths(
+        convjax.spatial_separable_conv, image, list(f.depthwise_kernels()), padding="SAME"
+    )
+    dense_y = convjax.conv(image, sobel.reshape(3, 3, 1, 1), padding="SAME")
+    same = float(jnp.max(jnp.abs(y - dense_y)))
+    print(
+        f"  two 1-D kernels: {convjax.param_count(split)} parameters instead of "
+        f"{convjax.param_count(dense)}; spatial_separable_conv vs conv on a 16x16 image: max "
+        f"|diff| = {same:.1e}   {agree(diff)}"
+    )
+    x = _random((1, 8, 8, 16))
+    y, diff = both_paths(
+        convjax.depthwise_separable_conv, x, _random((3, 3, 1, 16), 1), _random((16, 32), 2)
+    )
+    full = convjax.param_count(convjax.Layer((3, 3, 16, 32)))
+    separable = convjax.param_count(convjax.Layer.depthwise_separable((3, 3, 1, 16), (16, 32)))
+    print(
+        f"  3x3, 16 -> 32 channels: {full} parameters; depthwise separable (multiplier 1): "
+        f"{separable} -> {tuple(y.shape)}   {agree(diff)}"
+    )
+    atrous = convjax.Layer((3, 3, 1, 1), dilation=2)
+    field = convjax.receptive_field(atrous).size
+    print(
+        f"  3x3 at rate 2: receptive field {field[0]}x{field[1]} with "
+        f"{convjax.param_count(atrous)} parameters"
+    )
+
+
 def run() -> None:
     print(f"convjax {convjax.__version__} tour (jax {jax.__version__}, {jax.default_backend()})")
     for number, (title, fn) in enumerate(SECTIONS, 1):
