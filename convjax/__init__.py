@@ -1,5 +1,6 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
+from convjax import from_torch, linen, nnx
 from convjax._src.backends import GatherBackend, LaxBackend
 from convjax._src.conv import conv, depthwise_conv, dilated_conv, index_map, output_shape
 from convjax._src.counting import Layer, ReceptiveField, flop_count, param_count, receptive_field
@@ -42,8 +43,11 @@ __all__ = [
     "dilated_conv",
     "effective_window",
     "flop_count",
+    "from_torch",
     "index_map",
+    "linen",
     "make_spec",
+    "nnx",
     "output_padding_for",
     "output_shape",
     "param_count",

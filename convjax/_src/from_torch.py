@@ -1,0 +1,183 @@
+"""PyTorch weights as convjax parameters: NumPy arrays in, NumPy arrays out, no torch import.
+
+PyTorch stores a ``Conv{1,2,3}d`` weight as ``[C_out, C_in // groups, *window]`` and a
+``ConvTranspose{1,2,3}d`` weight as ``[C_in, C_out // groups, *window]``; convjax's kernels are
+``[*window, C_in // groups, C_out]`` and, for the transposed conv, the forward conv's kernel
+``[*window, C_out // groups, C_in]``.  Both are the same permutation: window axes first, then
+axis 1, then axis 0.  Biases are unchanged.  Layouts of activations differ too (PyTorch
+``NC*spatial``, convjax ``N*spatialC``); that is the caller's to convert.
+
+PyTorch's ``padding_mode`` names (``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"``)
+are convjax's, and its ``padding`` (an int, one int per dim, ``"same"`` or ``"valid"``) means
+what convjax's does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from convjax._src.spec import PADDING_MODES
+
+
+def _weight(op: str, weight: Any) -> np.ndarray:
+    weight = np.asarray(weight)
+    if weight.ndim < 3:
+        raise ValueError(
+            f"{op}: a PyTorch conv weight has rank >= 3 ([C, C', *window]), got shape "
+            f"{weight.shape}."
+        )
+    return weight
+
+
+def _window_first(weight: np.ndarray) -> np.ndarray:
+    return np.transpose(weight, (*range(2, weight.ndim), 1, 0))
+
+
+def conv_kernel(weight: Any) -> np.ndarray:
+    """A ``Conv{1,2,3}d`` weight ``[C_out, C_in // groups, *window]`` as a convjax kernel
+    ``[*window, C_in // groups, C_out]`` (also a depthwise conv's ``[C·m, 1, *window]``).
+
+    >>> import numpy as np
+    >>> conv_kernel(np.zeros((8, 3, 5, 7))).shape
+    (5, 7, 3, 8)
+    """
+    return _window_first(_weight("from_torch.conv_kernel", weight))
+
+
+def conv_transpose_kernel(weight: Any) -> np.ndarray:
+    """A ``ConvTranspose{1,2,3}d`` weight ``[C_in, C_out // groups, *window]`` as the forward
+    conv's kernel ``[*window, C_out // groups, C_in]``, the kernel of
+    :func:`convjax.conv_transpose`.
+
+    >>> import numpy as np
+    >>> conv_transpose_kernel(np.zeros((8, 3, 5, 7))).shape
+    (5, 7, 3, 8)
+    """
+    return _window_first(_weight("from_torch.conv_transpose_kernel", weight))
+
+
+def pointwise_kernel(weight: Any) -> np.ndarray:
+    """A 1×1 ``Conv{1,2,3}d`` weight ``[C_out, C_in, 1, …]`` as a pointwise kernel ``[C_in,
+    C_out]`` (the second half of a depthwise-separable conv).
+
+    >>> import numpy as np
+    >>> pointwise_kernel(np.zeros((8, 3, 1, 1))).shape
+    (3, 8)
+    """
+    weight = _weight("from_torch.pointwise_kernel", weight)
+    if any(k != 1 for k in weight.shape[2:]):
+        raise ValueError(
+            f"from_torch.pointwise_kernel: a pointwise weight has a 1x…x1 window, got shape "
+            f"{weight.shape}."
+        )
+    return weight.reshape(weight.shape[:2]).T
+
+
+def padding(value: int | Sequence[int] | str) -> int | tuple[int, ...] | str:
+    """PyTorch's ``padding`` as convjax's: ``"same"``/``"valid"`` upper-cased, ints unchanged.
+
+    >>> padding("same"), padding((1, 2))
+    ('SAME', (1, 2))
+    """
+    if isinstance(value, str):
+        if value.lower() not in ("same", "valid"):
+            raise ValueError(
+                f"from_torch.padding: PyTorch's string paddings are 'same' and 'valid', got "
+                f"{value!r}."
+            )
+        return value.upper()
+    if isinstance(value, Sequence):
+        return tuple(int(v) for v in value)
+    return int(value)
+
+
+def padding_mode(value: str) -> str:
+    """PyTorch's ``padding_mode``: the same four names as convjax's.
+
+    >>> padding_mode("circular")
+    'circular'
+    """
+    if value not in PADDING_MODES:
+        raise ValueError(
+            f"from_torch.padding_mode: padding_mode must be one of {PADDING_MODES}, got {value!r}."
+        )
+    return value
+
+
+def _layer_params(
+    op: str, state_dict: Mapping[str, Any], prefix: str, kernel_fn
+) -> dict[str, np.ndarray]:
+    key = f"{prefix}weight"
+    if key not in state_dict:
+        raise KeyError(f"{op}: state_dict has no {key!r}; its keys are {sorted(state_dict)!r}.")
+    params = {"kernel": kernel_fn(state_dict[key])}
+    if state_dict.get(f"{prefix}bias") is not None:
+        params["bias"] = np.asarray(state_dict[f"{prefix}bias"])
+    return params
+
+
+def conv_params(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """The ``kernel`` (and ``bias``, if present) of a :class:`convjax.nnx.Conv`,
+    :class:`convjax.nnx.DepthwiseConv` or their Linen twins, from a ``Conv{1,2,3}d``'s
+    ``state_dict`` of NumPy arrays (``{k: v.numpy() for k, v in layer.state_dict().items()}``).
+
+    Args:
+      state_dict: a mapping with ``prefix + "weight"`` and optionally ``prefix + "bias"``.
+      prefix: the layer's key prefix in a larger model's state dict, e.g. ``"encoder.0."``.
+
+    Returns:
+      ``{"kernel": ..., "bias": ...}``: pass to :func:`load` for an NNX module, or as
+      ``{"params": ...}`` to a Linen module's ``apply``.
+
+    >>> import numpy as np
+    >>> p = conv_params({"weight": np.zeros((8, 3, 3, 3)), "bias": np.zeros(8)})
+    >>> {k: v.shape for k, v in p.items()}
+    {'kernel': (3, 3, 3, 8), 'bias': (8,)}
+    """
+    return _layer_params("from_torch.conv_params", state_dict, prefix, conv_kernel)
+
+
+def conv_transpose_params(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """The ``kernel`` (and ``bias``) of a :class:`convjax.nnx.ConvTranspose` from a
+    ``ConvTranspose{1,2,3}d``'s ``state_dict`` of NumPy arrays.  See :func:`conv_params`.
+
+    >>> import numpy as np
+    >>> p = conv_transpose_params({"weight": np.zeros((8, 3, 4, 4))})
+    >>> {k: v.shape for k, v in p.items()}
+    {'kernel': (4, 4, 3, 8)}
+    """
+    return _layer_params(
+        "from_torch.conv_transpose_params", state_dict, prefix, conv_transpose_kernel
+    )
+
+
+def load(module: Any, params: Mapping[str, Any]) -> None:
+    """Set an NNX module's parameters in place from ``params`` (e.g. :func:`conv_params`),
+    checking that every name exists and every shape matches, and casting to each parameter's
+    dtype.
+
+    >>> import numpy as np, convjax
+    >>> from flax import nnx
+    >>> layer = convjax.nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0))
+    >>> load(layer, {"kernel": np.ones((3, 3, 3, 8)), "bias": np.ones(8)})
+    >>> float(layer.bias[...].sum()), layer.bias[...].dtype.name
+    (8.0, 'float32')
+    """
+    updates = {}
+    for name, value in params.items():
+        current = getattr(module, name, None)
+        if current is None or not hasattr(current, "shape"):
+            raise ValueError(f"from_torch.load: {type(module).__name__} has no parameter {name!r}.")
+        value = np.asarray(value)
+        if value.shape != current.shape:
+            raise ValueError(
+                f"from_torch.load: {type(module).__name__}.{name} has shape {current.shape}, "
+                f"got {value.shape}."
+            )
+        updates[name] = jnp.asarray(value, current[...].dtype)
+    nnx.update(module, updates)

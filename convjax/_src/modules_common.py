@@ -1,0 +1,230 @@
+"""What the Flax NNX and Linen modules share: parameter shapes, initialisers, dtypes and bias.
+
+Both module families create their parameters from the shapes computed here and call the same
+pure function, so an NNX module and a Linen module with the same parameters compute the same
+thing.  Nothing here convolves.
+
+Parameter names follow Flax (``kernel``, ``bias``) where one kernel suffices, and name each
+kernel where there are several (``depthwise_kernel`` / ``pointwise_kernel``, ``kernel_0`` …).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.nnx import initializers
+
+# Flax's defaults: LeCun normal kernels (fan-in = prod(window) * C_in // groups) and zero biases.
+default_kernel_init = initializers.lecun_normal()
+default_bias_init = initializers.zeros_init()
+# A transposed kernel is ``[*window, C_out // groups, C_in]``: its fan-in is on the last axis
+# (``prod(window) * C_in``, as for Flax's ``ConvTranspose``, whose kernel is ``[*window, C_in,
+# C_out]``).
+default_transpose_kernel_init = initializers.lecun_normal(in_axis=-1, out_axis=-2)
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+def _positive(op: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(
+            f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
+        )
+    if value < 1:
+        raise ValueError(f"{op}: {name} must be >= 1, got {value}.")
+    return int(value)
+
+
+def window(op: str, kernel_size: Any) -> tuple[int, ...]:
+    """``kernel_size`` as a tuple: one int per spatial dim (an int alone has no rank)."""
+    if isinstance(kernel_size, str) or not isinstance(kernel_size, Sequence) or not kernel_size:
+        raise TypeError(
+            f"{op}: kernel_size must be a non-empty sequence of ints, one per spatial dim "
+            f"(e.g. (3, 3) for 2-d), got {kernel_size!r}."
+        )
+    return tuple(_positive(op, "kernel_size", k) for k in kernel_size)
+
+
+def freeze(value: Any) -> Any:
+    """Lists (nested too) as tuples: module options must be hashable to be static.
+
+    >>> freeze([(1, 1), [0, 2]])
+    ((1, 1), (0, 2))
+    """
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def _divides(op: str, groups: int, name: str, features: int) -> None:
+    if features % groups:
+        raise ValueError(
+            f"{op}: feature_group_count must divide {name}, but {groups} does not divide "
+            f"{features}."
+        )
+
+
+def conv_shapes(
+    op: str,
+    in_features: int,
+    out_features: int,
+    kernel_size: Any,
+    feature_group_count: int = 1,
+    use_bias: bool = True,
+) -> Shapes:
+    """``kernel: [*window, C_in // groups, C_out]`` and ``bias: [C_out]``.
+
+    >>> conv_shapes("Conv", 4, 6, (3, 3), feature_group_count=2)
+    {'kernel': (3, 3, 2, 6), 'bias': (6,)}
+    """
+    k = window(op, kernel_size)
+    c_in, c_out = (
+        _positive(op, "in_features", in_features),
+        _positive(op, "out_features", out_features),
+    )
+    groups = _positive(op, "feature_group_count", feature_group_count)
+    _divides(op, groups, "in_features", c_in)
+    _divides(op, groups, "out_features", c_out)
+    return _with_bias({"kernel": (*k, c_in // groups, c_out)}, c_out, use_bias)
+
+
+def conv_transpose_shapes(
+    op: str,
+    in_features: int,
+    out_features: int,
+    kernel_size: Any,
+    feature_group_count: int = 1,
+    use_bias: bool = True,
+) -> Shapes:
+    """The forward conv's kernel ``[*window, C_out // groups, C_in]`` and ``bias: [C_out]``.
+
+    ``C_in`` is the transposed conv's input channels, ``C_out`` its result's.
+
+    >>> conv_transpose_shapes("ConvTranspose", 4, 6, (3,), feature_group_count=2)
+    {'kernel': (3, 3, 4), 'bias': (6,)}
+    """
+    k = window(op, kernel_size)
+    c_in, c_out = (
+        _positive(op, "in_features", in_features),
+        _positive(op, "out_features", out_features),
+    )
+    groups = _positive(op, "feature_group_count", feature_group_count)
+    _divides(op, groups, "in_features", c_in)
+    _divides(op, groups, "out_features", c_out)
+    return _with_bias({"kernel": (*k, c_out // groups, c_in)}, c_out, use_bias)
+
+
+def depthwise_shapes(
+    op: str, in_features: int, kernel_size: Any, depth_multiplier: int = 1, use_bias: bool = True
+) -> Shapes:
+    """``kernel: [*window, 1, C_in · m]`` and ``bias: [C_in · m]``.
+
+    >>> depthwise_shapes("DepthwiseConv", 3, (3, 3), depth_multiplier=2)
+    {'kernel': (3, 3, 1, 6), 'bias': (6,)}
+    """
+    k = window(op, kernel_size)
+    c = _positive(op, "in_features", in_features) * _positive(
+        op, "depth_multiplier", depth_multiplier
+    )
+    return _with_bias({"kernel": (*k, 1, c)}, c, use_bias)
+
+
+def depthwise_separable_shapes(
+    op: str,
+    in_features: int,
+    out_features: int,
+    kernel_size: Any,
+    depth_multiplier: int = 1,
+    use_bias: bool = True,
+) -> Shapes:
+    """``depthwise_kernel: [*window, 1, C_in · m]``, ``pointwise_kernel: [C_in · m, C_out]``,
+    ``bias: [C_out]`` (one bias, after the pointwise step, as in Keras' ``SeparableConv``).
+
+    >>> depthwise_separable_shapes("DepthwiseSeparableConv", 3, 8, (3, 3))
+    {'depthwise_kernel': (3, 3, 1, 3), 'pointwise_kernel': (3, 8), 'bias': (8,)}
+    """
+    depthwise = depthwise_shapes(op, in_features, kernel_size, depth_multiplier, use_bias=False)
+    middle = depthwise["kernel"][-1]
+    c_out = _positive(op, "out_features", out_features)
+    shapes = {"depthwise_kernel": depthwise["kernel"], "pointwise_kernel": (middle, c_out)}
+    return _with_bias(shapes, c_out, use_bias)
+
+
+def spatial_separable_shapes(
+    op: str,
+    in_features: int,
+    out_features: int,
+    kernel_size: Any,
+    feature_group_count: int = 1,
+    use_bias: bool = True,
+) -> Shapes:
+    """One 1-d kernel per spatial axis, ``kernel_i: [k_i, C // groups, C_out]`` with ``C =
+    C_in`` for axis 0 and ``C_out`` after it (the first kernel changes the channels), and
+    ``bias: [C_out]``.
+
+    >>> spatial_separable_shapes("SpatialSeparableConv", 4, 8, (3, 5))
+    {'kernel_0': (3, 4, 8), 'kernel_1': (5, 8, 8), 'bias': (8,)}
+    """
+    k = window(op, kernel_size)
+    c_in, c_out = (
+        _positive(op, "in_features", in_features),
+        _positive(op, "out_features", out_features),
+    )
+    groups = _positive(op, "feature_group_count", feature_group_count)
+    _divides(op, groups, "in_features", c_in)
+    _divides(op, groups, "out_features", c_out)
+    shapes = {
+        f"kernel_{axis}": (size, (c_in if axis == 0 else c_out) // groups, c_out)
+        for axis, size in enumerate(k)
+    }
+    return _with_bias(shapes, c_out, use_bias)
+
+
+def _with_bias(shapes: Shapes, features: int, use_bias: bool) -> Shapes:
+    return {**shapes, "bias": (features,)} if use_bias else shapes
+
+
+def count(shapes: Shapes) -> int:
+    """The number of parameters these shapes hold.
+
+    >>> count(conv_shapes("Conv", 16, 32, (3, 3)))
+    4640
+    """
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def promote(op: str, dtype: Any, x: Any, *params: Any) -> tuple[Any, ...]:
+    """Cast ``x`` and the parameters (``None`` stays ``None``) to one floating dtype.
+
+    ``dtype`` if given, else the standard JAX promotion of ``x`` and the parameters' dtypes
+    (Flax's rule), computed explicitly so that it also holds under strict dtype promotion.
+
+    >>> import jax.numpy as jnp
+    >>> x, kernel = jnp.ones(2, jnp.bfloat16), jnp.ones(2, jnp.float32)
+    >>> [a.dtype.name for a in promote("Conv", None, x, kernel)]
+    ['float32', 'float32']
+    """
+    if dtype is None:
+        dtypes = [jnp.asarray(a).dtype for a in (x, *params) if a is not None]
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.result_type(*dtypes)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.float32
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{op}: dtype must be a floating dtype (float16, bfloat16, float32, float64), got "
+            f"{np.dtype(dtype).name}."
+        )
+    return tuple(None if a is None else jnp.asarray(a, dtype) for a in (x, *params))
+
+
+def add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """``y + bias`` over the last (channel) axis, in ``y``'s dtype; ``y`` if there is none."""
+    if bias is None:
+        return y
+    return y + bias.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)

@@ -1,0 +1,29 @@
+"""Load PyTorch ``Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` weights into convjax (no torch
+import: NumPy arrays in).
+
+>>> import numpy as np, convjax
+>>> convjax.from_torch.conv_kernel(np.zeros((8, 3, 5, 5))).shape
+(5, 5, 3, 8)
+"""
+
+from convjax._src.from_torch import (
+    conv_kernel,
+    conv_params,
+    conv_transpose_kernel,
+    conv_transpose_params,
+    load,
+    padding,
+    padding_mode,
+    pointwise_kernel,
+)
+
+__all__ = [
+    "conv_kernel",
+    "conv_params",
+    "conv_transpose_kernel",
+    "conv_transpose_params",
+    "load",
+    "padding",
+    "padding_mode",
+    "pointwise_kernel",
+]

@@ -1,0 +1,21 @@
+"""Flax Linen layers for every convolution in convjax: parameters plus one pure-function call.
+
+Same names and arguments as :mod:`convjax.nnx` (``features`` in place of ``in_features,
+out_features``, as in Flax); the parameters have the same names and shapes.
+"""
+
+from convjax._src.linen_modules import (
+    Conv,
+    ConvTranspose,
+    DepthwiseConv,
+    DepthwiseSeparableConv,
+    SpatialSeparableConv,
+)
+
+__all__ = [
+    "Conv",
+    "ConvTranspose",
+    "DepthwiseConv",
+    "DepthwiseSeparableConv",
+    "SpatialSeparableConv",
+]
