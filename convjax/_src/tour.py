@@ -176,6 +176,27 @@ def _separable():
     )
 
 
+@section("Flax modules on either backend")
+def _modules():
+    from flax import nnx
+
+    layer = convjax.nnx.Conv(16, 32, (3, 3), strides=2, padding="SAME", rngs=nnx.Rngs(0))
+    params = sum(p.size for p in jax.tree.leaves(nnx.state(layer, nnx.Param)))
+    counted = convjax.param_count(convjax.Layer((3, 3, 16, 32), strides=2, bias=True))
+    x = _random((2, 16, 16, 16))
+    twin = convjax.nnx.Conv(
+        16, 32, (3, 3), strides=2, padding="SAME", impl="gather", rngs=nnx.Rngs(1)
+    )
+    nnx.update(twin, nnx.state(layer, nnx.Param))
+    y = layer(x)
+    diff = float(jnp.max(jnp.abs(y - twin(x))))
+    print(
+        f"  convjax.nnx.Conv(16, 32, (3, 3), strides=2): {params} parameters "
+        f"(param_count: {counted}) -> {tuple(y.shape)}   {agree(diff)}"
+    )
+    print("  `convjax train --impl lax|gather` trains an encoder-decoder built from these layers")
+
+
 def run() -> None:
     print(f"convjax {convjax.__version__} tour (jax {jax.__version__}, {jax.default_backend()})")
     for number, (title, fn) in enumerate(SECTIONS, 1):

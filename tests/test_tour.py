@@ -1,0 +1,30 @@
+"""``convjax tour`` runs end to end and every lax/gather comparison it prints agrees."""
+
+import re
+
+from convjax._src import cli
+
+
+def test_tour_prints_every_section_and_both_paths_agree(capsys):
+    assert cli.main(["tour"]) == 0
+    out = capsys.readouterr().out
+    assert "DIFFER" not in out
+    assert out.count("(agree)") >= 12
+    for fact in [
+        "5x5 input, 3x3 kernel, stride 2, no padding -> 2x2",
+        "parameters I*O*K = 16*32*9 = 4608",
+        "sees a 5x5 field with 9 parameters",
+        "conv 5x5 -> 2x2, conv_transpose -> 5x5",
+        "6 parameters instead of 9",
+        "4608 parameters; depthwise separable (multiplier 1): 656",
+        "receptive field 5x5 with 9 parameters",
+    ]:
+        assert fact in out, fact
+    deconvolved = re.search(
+        r"recovered by deconvolve: rel error (\S+) \(Wiener\), (\S+) \(lsq\);"
+        r"  by conv_transpose: (\S+)",
+        out,
+    )
+    assert deconvolved, out
+    wiener, lsq, transposed = (float(v) for v in deconvolved.groups())
+    assert wiener < 1e-3 and lsq < 1e-3 and transposed > 0.1
