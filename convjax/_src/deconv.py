@@ -25,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from convjax._src import shapes
-from convjax._src.spec import Padding, check_arrays
+from convjax._src.spec import Padding, check_arrays, check_dtypes
 from convjax._src.transpose import ConvOperator, transpose_operator
 
 METHODS = ("wiener", "lsq")
@@ -177,14 +177,7 @@ def deconvolve(
         shape_name="input_shape",
         kernel_layout=FORWARD_KERNEL,
     )
-    for name, dtype in (("y", y.dtype), ("kernel", kernel.dtype)):
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"{op}: {name} must have a floating dtype, got {np.dtype(dtype).name}.")
-    if np.dtype(y.dtype) != np.dtype(kernel.dtype):
-        raise TypeError(
-            f"{op}: y and kernel must share a dtype, got y {np.dtype(y.dtype).name} and kernel "
-            f"{np.dtype(kernel.dtype).name}; cast one, e.g. kernel.astype(y.dtype)."
-        )
+    check_dtypes(op, y.dtype, kernel.dtype, x_name="y")
     if method == "wiener":
         x = _wiener(op, y, kernel, operator, regularization, precision)
         iterations = jnp.zeros((), jnp.int32)

@@ -140,8 +140,11 @@ def check_arrays(op: str, **arrays: Any) -> None:
             raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
 
 
-def check_dtypes(op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "kernel") -> None:
-    for name, dtype in (("x", x_dtype), (kernel_name, kernel_dtype)):
+def check_dtypes(
+    op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "kernel", x_name: str = "x"
+) -> None:
+    """Both operands floating and of one dtype; the error says which cast to make."""
+    for name, dtype in ((x_name, x_dtype), (kernel_name, kernel_dtype)):
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
                 f"{op}: {name} must have a floating dtype (float16, bfloat16, float32, float64), "
@@ -149,9 +152,9 @@ def check_dtypes(op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "k
             )
     if np.dtype(x_dtype) != np.dtype(kernel_dtype):
         raise TypeError(
-            f"{op}: x and {kernel_name} must share a dtype, got x {np.dtype(x_dtype).name} and "
-            f"{kernel_name} {np.dtype(kernel_dtype).name}; cast one, e.g. "
-            f"{kernel_name}.astype(x.dtype)."
+            f"{op}: {x_name} and {kernel_name} must share a dtype, got {x_name} "
+            f"{np.dtype(x_dtype).name} and {kernel_name} {np.dtype(kernel_dtype).name}; cast "
+            f"one, e.g. {kernel_name}.astype({x_name}.dtype)."
         )
 
 
