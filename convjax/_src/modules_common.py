@@ -108,15 +108,10 @@ def conv_transpose_shapes(
     >>> conv_transpose_shapes("ConvTranspose", 4, 6, (3,), feature_group_count=2)
     {'kernel': (3, 3, 4), 'bias': (6,)}
     """
-    k = window(op, kernel_size)
-    c_in, c_out = (
-        _positive(op, "in_features", in_features),
-        _positive(op, "out_features", out_features),
-    )
-    groups = _positive(op, "feature_group_count", feature_group_count)
-    _divides(op, groups, "in_features", c_in)
-    _divides(op, groups, "out_features", c_out)
-    return _with_bias({"kernel": (*k, c_out // groups, c_in)}, c_out, use_bias)
+    shapes = conv_shapes(op, in_features, out_features, kernel_size, feature_group_count, use_bias)
+    *window_shape, c_in_per_group, c_out = shapes["kernel"]  # checked by conv_shapes
+    groups = feature_group_count
+    return {**shapes, "kernel": (*window_shape, c_out // groups, c_in_per_group * groups)}
 
 
 def depthwise_shapes(
