@@ -158,6 +158,37 @@ def check_dtypes(
         )
 
 
+def split_shapes(
+    op: str,
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    x_name: str = "x",
+    x_layout: str = "[*batch, *spatial, C_in]",
+    kernel_layout: str = "[*window, C_in // groups, C_out]",
+) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """Check the ranks and spatial sizes of ``x`` and ``kernel``; return ``(ndim, window,
+    spatial)`` with ``ndim = len(kernel_shape) - 2``."""
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    if len(kernel_shape) < 3:
+        raise ValueError(
+            f"{op}: kernel must have rank >= 3 ({kernel_layout}), got shape {kernel_shape}."
+        )
+    ndim = len(kernel_shape) - 2
+    if len(x_shape) < ndim + 1:
+        raise ValueError(
+            f"{op}: {x_name} must have rank >= {ndim + 1} ({x_layout}) for a "
+            f"{ndim}-d kernel of shape {kernel_shape}, got shape {x_shape}."
+        )
+    window, spatial = kernel_shape[:ndim], x_shape[-ndim - 1 : -1]
+    if any(k < 1 for k in window) or any(i < 1 for i in spatial):
+        raise ValueError(
+            f"{op}: spatial sizes must be >= 1, got {x_name} spatial {spatial} and kernel window "
+            f"{window}."
+        )
+    return ndim, window, spatial
+
+
 def make_spec(
     op: str,
     x_shape: Sequence[int],
@@ -177,24 +208,7 @@ def make_spec(
     C_out]``; the number of spatial dims is ``len(kernel_shape) - 2``.
     """
     x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
-    if len(kernel_shape) < 3:
-        raise ValueError(
-            f"{op}: kernel must have rank >= 3 ([*window, C_in // groups, C_out]), got shape "
-            f"{kernel_shape}."
-        )
-    ndim = len(kernel_shape) - 2
-    if len(x_shape) < ndim + 1:
-        raise ValueError(
-            f"{op}: x must have rank >= {ndim + 1} ([*batch, *spatial, C_in]) for a "
-            f"{ndim}-d kernel of shape {kernel_shape}, got shape {x_shape}."
-        )
-    window = kernel_shape[:ndim]
-    input_spatial = x_shape[-ndim - 1 : -1]
-    if any(k < 1 for k in window) or any(i < 1 for i in input_spatial):
-        raise ValueError(
-            f"{op}: spatial sizes must be >= 1, got x spatial {input_spatial} and kernel window "
-            f"{window}."
-        )
+    ndim, window, input_spatial = split_shapes(op, x_shape, kernel_shape)
     groups = check_int(op, "groups", groups)
     if groups < 1:
         raise ValueError(f"{op}: groups must be >= 1, got {groups}.")

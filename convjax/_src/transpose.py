@@ -33,6 +33,7 @@ from convjax._src.spec import (
     make_spec,
     normalize_padding,
     per_dim,
+    split_shapes,
 )
 
 TRANSPOSE_KERNEL = "[*window, C_out // groups, C_in]"
@@ -126,22 +127,14 @@ def transpose_operator(
     core checks report under ``op``.
     """
     x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
-    if len(kernel_shape) < 3:
-        raise ValueError(
-            f"{op}: kernel must have rank >= 3 ({kernel_layout}), got shape {kernel_shape}."
-        )
-    ndim = len(kernel_shape) - 2
-    if len(x_shape) < ndim + 1:
-        raise ValueError(
-            f"{op}: {x_name} must have rank >= {ndim + 1} ([*batch, *spatial, C]) for a "
-            f"{ndim}-d kernel of shape {kernel_shape}, got shape {x_shape}."
-        )
-    window, spatial = kernel_shape[:ndim], x_shape[-ndim - 1 : -1]
-    if any(k < 1 for k in window) or any(i < 1 for i in spatial):
-        raise ValueError(
-            f"{op}: spatial sizes must be >= 1, got {x_name} spatial {spatial} and kernel window "
-            f"{window}."
-        )
+    ndim, window, spatial = split_shapes(
+        op,
+        x_shape,
+        kernel_shape,
+        x_name=x_name,
+        x_layout="[*batch, *spatial, C]",
+        kernel_layout=kernel_layout,
+    )
     if kernel_shape[-1] != x_shape[-1]:
         raise ValueError(
             f"{op}: kernel.shape[-1] must equal the channels of {x_name} ({x_shape[-1]}), got "
