@@ -61,12 +61,20 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def _divides(op: str, groups: int, name: str, features: int) -> None:
-    if features % groups:
-        raise ValueError(
-            f"{op}: feature_group_count must divide {name}, but {groups} does not divide "
-            f"{features}."
-        )
+def _grouped_channels(
+    op: str, in_features: Any, out_features: Any, feature_group_count: Any
+) -> tuple[int, int, int]:
+    """``(C_in, C_out, groups)``, each >= 1, with ``groups`` dividing both channel counts."""
+    c_in = _positive(op, "in_features", in_features)
+    c_out = _positive(op, "out_features", out_features)
+    groups = _positive(op, "feature_group_count", feature_group_count)
+    for name, features in (("in_features", c_in), ("out_features", c_out)):
+        if features % groups:
+            raise ValueError(
+                f"{op}: feature_group_count must divide {name}, but {groups} does not divide "
+                f"{features}."
+            )
+    return c_in, c_out, groups
 
 
 def conv_shapes(
@@ -83,13 +91,7 @@ def conv_shapes(
     {'kernel': (3, 3, 2, 6), 'bias': (6,)}
     """
     k = window(op, kernel_size)
-    c_in, c_out = (
-        _positive(op, "in_features", in_features),
-        _positive(op, "out_features", out_features),
-    )
-    groups = _positive(op, "feature_group_count", feature_group_count)
-    _divides(op, groups, "in_features", c_in)
-    _divides(op, groups, "out_features", c_out)
+    c_in, c_out, groups = _grouped_channels(op, in_features, out_features, feature_group_count)
     return _with_bias({"kernel": (*k, c_in // groups, c_out)}, c_out, use_bias)
 
 
@@ -166,13 +168,7 @@ def spatial_separable_shapes(
     {'kernel_0': (3, 4, 8), 'kernel_1': (5, 8, 8), 'bias': (8,)}
     """
     k = window(op, kernel_size)
-    c_in, c_out = (
-        _positive(op, "in_features", in_features),
-        _positive(op, "out_features", out_features),
-    )
-    groups = _positive(op, "feature_group_count", feature_group_count)
-    _divides(op, groups, "in_features", c_in)
-    _divides(op, groups, "out_features", c_out)
+    c_in, c_out, groups = _grouped_channels(op, in_features, out_features, feature_group_count)
     shapes = {
         f"kernel_{axis}": (size, (c_in if axis == 0 else c_out) // groups, c_out)
         for axis, size in enumerate(k)
