@@ -7,13 +7,13 @@ XLA over oneDNN/cuDNN.  Run ``python benchmarks/bench_conv.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 
+import _timing as timing
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import median_ms, try_import_torch
+from _timing import median_ms
 
 import convjax
 
@@ -62,16 +62,10 @@ def torch_conv(torch, x, kernel, options):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 10")
+    parser = timing.parser(__doc__)
     args = parser.parse_args()
-    repeats = 3 if args.quick else 10
-    torch = try_import_torch()
+    repeats, torch = timing.setup(args)
     rng = np.random.default_rng(0)
-    print(
-        f"jax {jax.__version__} on {jax.default_backend()}, float32, median of {repeats}"
-        + (f", torch {torch.__version__}" if torch else ", torch not installed")
-    )
     print(
         f"{'shape':<34}{'lax ms':>9}{'gather ms':>11}{'torch ms':>10}"
         f"{'gather/lax':>12}{'lax/torch':>11}"

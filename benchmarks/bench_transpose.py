@@ -13,13 +13,13 @@ Run ``python benchmarks/bench_transpose.py [--quick] [--full] [--no-gather]``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 
+import _timing as timing
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import median_ms, try_import_torch
+from _timing import median_ms
 from jax import lax
 
 import convjax
@@ -60,18 +60,12 @@ def torch_conv_transpose(torch, x, kernel, s, p, a):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 10")
+    parser = timing.parser(__doc__)
     parser.add_argument("--full", action="store_true", help="the ANCHORS batch of 16")
     parser.add_argument("--no-gather", action="store_true", help="skip convjax's gather path")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 10
-    torch = try_import_torch()
+    repeats, torch = timing.setup(args)
     rng = np.random.default_rng(0)
-    print(
-        f"jax {jax.__version__} on {jax.default_backend()}, float32, median of {repeats}"
-        + (f", torch {torch.__version__}" if torch else ", torch not installed")
-    )
     print(
         f"{'shape':<32}{'convjax ms':>11}{'lax.ct ms':>11}{'gather ms':>11}{'torch ms':>10}"
         f"{'lax.ct/convjax':>16}{'convjax/torch':>15}"
