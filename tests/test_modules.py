@@ -403,11 +403,9 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
             r"Conv: out_features must be an int, got 6.0 of type float",
         ),
         (
-            lambda: convjax.nnx.Conv(4, 6, (3, 3), dtype=jnp.int32, rngs=nnx.Rngs(0))(
-                jnp.ones((1, 5, 5, 4), jnp.float32)
-            ),
+            lambda: convjax.nnx.Conv(4, 6, (3, 3), dtype=jnp.int32, rngs=nnx.Rngs(0)),
             TypeError,
-            r"Conv: dtype must be a floating dtype .* got int32",
+            r"Conv: dtype must be a floating dtype .* or None, got 'int32'",
         ),
         (
             lambda: convjax.linen.Conv(6, 3).init(
@@ -423,7 +421,13 @@ def test_errors(make, error, match):
         make()
 
 
-def test_module_errors_from_the_function_name_the_function():
+def test_errors_at_call_time_name_the_module():
     module = convjax.nnx.Conv(4, 6, (5, 5), rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"conv: the output would be empty"):
+    with pytest.raises(ValueError, match=r"^Conv: the output would be empty"):
         module(jnp.ones((1, 3, 3, 4), jnp.float32))
+    linen = convjax.linen.ConvTranspose(6, (3, 3))
+    with pytest.raises(ValueError, match=r"^ConvTranspose: x must have rank >= 3"):
+        linen.init(jax.random.key(0), jnp.ones((4,), jnp.float32))
+    # Outside a module the function names itself again.
+    with pytest.raises(ValueError, match=r"^conv: the output would be empty"):
+        convjax.conv(jnp.ones((1, 3, 3, 4)), jnp.ones((5, 5, 4, 6)))

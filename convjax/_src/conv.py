@@ -11,17 +11,36 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from convjax._src import gather
-from convjax._src.spec import ConvSpec, Padding, check_arrays, check_dtypes, make_spec
+from convjax._src.spec import (
+    ConvSpec,
+    Padding,
+    check_arrays,
+    check_dtypes,
+    check_precision,
+    check_preferred_element_type,
+    check_shape,
+    make_spec,
+    op_name,
+)
 
 
 def apply(
     x: jax.Array, kernel: jax.Array, spec: ConvSpec, *, precision=None, preferred_element_type=None
 ):
-    """Run ``spec``'s backend on ``x: [*batch, *spatial, C_in]``, any number of batch dims."""
+    """Run ``spec``'s backend on ``x: [*batch, *spatial, C_in]``, any number of batch dims.
+
+    An empty result (a zero-size batch or output channels) and a sum over no input channels
+    are zeros of the result's shape, whatever the backend.
+    """
     ndim = spec.ndim
     batch = x.shape[: x.ndim - ndim - 1]
+    out = spec.output_spatial(x.shape[-ndim - 1 : -1], kernel.shape[:ndim])
+    if math.prod(batch) == 0 or x.shape[-1] == 0 or kernel.shape[-1] == 0:
+        dtype = x.dtype if preferred_element_type is None else preferred_element_type
+        return jnp.zeros((*batch, *out, kernel.shape[-1]), dtype)
     flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
     y = spec.backend(
         flat, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
@@ -76,9 +95,11 @@ def conv(
     (2, 2, 1)
     """
     spec = _checked_spec(
-        "conv",
+        op_name("conv"),
         x,
         kernel,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
         strides=strides,
         padding=padding,
         dilation=dilation,
@@ -114,9 +135,11 @@ def dilated_conv(
     (3, 3, 1)
     """
     spec = _checked_spec(
-        "dilated_conv",
+        op_name("dilated_conv"),
         x,
         kernel,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
         strides=strides,
         padding=padding,
         dilation=rate,
@@ -155,16 +178,19 @@ def depthwise_conv(
     >>> convjax.depthwise_conv(jnp.ones((8, 8, 3)), jnp.ones((3, 3, 1, 6))).shape
     (6, 6, 6)
     """
-    check_arrays("depthwise_conv", x=x, kernel=kernel)
-    depthwise_check("depthwise_conv", x.shape, kernel.shape)
+    op = op_name("depthwise_conv")
+    check_arrays(op, x=x, kernel=kernel)
+    kernel = depthwise_check(op, x.shape, kernel)
     spec = _checked_spec(
-        "depthwise_conv",
+        op,
         x,
         kernel,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
         strides=strides,
         padding=padding,
         dilation=dilation,
-        groups=x.shape[-1],
+        groups=max(x.shape[-1], 1) if x.ndim else 1,
         padding_mode=padding_mode,
         impl=impl,
     )
@@ -173,16 +199,19 @@ def depthwise_conv(
     )
 
 
-def depthwise_check(op: str, x_shape: Sequence[int], kernel_shape: Sequence[int]) -> None:
-    """``kernel`` must be ``[*window, 1, C_in · m]`` for ``x: [..., C_in]``."""
-    if len(kernel_shape) < 3 or len(x_shape) < 1:
-        return  # the spec reports rank errors
+def depthwise_check(op: str, x_shape: Sequence[int], kernel):
+    """``kernel`` must be ``[*window, 1, C_in · m]`` for ``x: [..., C_in]``; returns it as the
+    grouped kernel with ``groups = C_in`` (for ``C_in = 0``: ``[*window, 0, 0]``, the empty
+    convolution)."""
+    if len(kernel.shape) < 3 or len(x_shape) < 1:
+        return kernel  # the spec reports rank errors
     c_in = x_shape[-1]
-    if kernel_shape[-2] != 1 or kernel_shape[-1] % c_in:
+    if kernel.shape[-2] != 1 or (kernel.shape[-1] % c_in if c_in else kernel.shape[-1]):
         raise ValueError(
             f"{op}: a depthwise kernel must be [*window, 1, C_in * depth_multiplier] with "
-            f"C_in = {c_in}, got shape {tuple(kernel_shape)}."
+            f"C_in = {c_in}, got shape {tuple(kernel.shape)}."
         )
+    return kernel if c_in else kernel[..., :0, :]
 
 
 def output_shape(
@@ -201,6 +230,8 @@ def output_shape(
     >>> convjax.output_shape((8, 5, 5, 16), (3, 3, 16, 32), strides=2)
     (8, 2, 2, 32)
     """
+    input_shape = check_shape("output_shape", "input_shape", input_shape)
+    kernel_shape = check_shape("output_shape", "kernel_shape", kernel_shape)
     spec = make_spec(
         "output_shape",
         input_shape,
@@ -212,8 +243,8 @@ def output_shape(
         padding_mode=padding_mode,
     )
     ndim = spec.ndim
-    out = spec.output_spatial(tuple(input_shape)[-ndim - 1 : -1], tuple(kernel_shape)[:ndim])
-    return (*tuple(input_shape)[: -ndim - 1], *out, kernel_shape[-1])
+    out = spec.output_spatial(input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
+    return (*input_shape[: -ndim - 1], *out, kernel_shape[-1])
 
 
 def index_map(
@@ -233,6 +264,8 @@ def index_map(
     >>> m.axes[0].position.tolist(), m.axes[0].index.tolist()
     ([[-1, 0, 1], [1, 2, 3], [3, 4, 5]], [[1, 0, 1], [1, 2, 3], [3, 4, 3]])
     """
+    input_shape = check_shape("index_map", "input_shape", input_shape)
+    kernel_shape = check_shape("index_map", "kernel_shape", kernel_shape)
     spec = make_spec(
         "index_map",
         input_shape,
@@ -244,13 +277,14 @@ def index_map(
         padding_mode=padding_mode,
     )
     ndim = spec.ndim
-    return gather.build_index_map(
-        spec, tuple(input_shape)[-ndim - 1 : -1], tuple(kernel_shape)[:ndim]
-    )
+    return gather.build_index_map(spec, input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
 
 
-def _checked_spec(op: str, x, kernel, **options) -> ConvSpec:
+def _checked_spec(op: str, x, kernel, *, precision, preferred_element_type, **options) -> ConvSpec:
+    """The spec of ``conv(x, kernel, **options)`` after every check, operands included."""
     check_arrays(op, x=x, kernel=kernel)
     spec = make_spec(op, x.shape, kernel.shape, **options)
     check_dtypes(op, x.dtype, kernel.dtype)
+    check_precision(op, precision)
+    check_preferred_element_type(op, preferred_element_type, x.dtype)
     return spec

@@ -25,7 +25,14 @@ from typing import Any, NamedTuple
 
 from convjax._src import shapes
 from convjax._src.separable import chain_channels, check_one_d_kernels
-from convjax._src.spec import Padding, check_int, make_spec, normalize_padding, per_dim
+from convjax._src.spec import (
+    Padding,
+    check_int,
+    check_shape,
+    make_spec,
+    normalize_padding,
+    per_dim,
+)
 
 UNITS = ("macs", "flops")
 
@@ -382,11 +389,7 @@ def flop_count(
         raise ValueError(f"{op}: unit must be one of {UNITS}, got {unit!r}.")
     if not isinstance(count_padding, bool):
         raise TypeError(f"{op}: count_padding must be a bool, got {count_padding!r}.")
-    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
-        raise TypeError(
-            f"{op}: input_shape must be a sequence of ints, got {type(input_shape).__name__}."
-        )
-    shape = tuple(check_int(op, "input_shape", n) for n in input_shape)
+    shape = check_shape(op, "input_shape", input_shape)
     macs = adds = 0
     for index, layer in enumerate(flat):
         where = f"layers[{index}]"

@@ -9,7 +9,8 @@ axis 1, then axis 0.  Biases are unchanged.  Layouts of activations differ too (
 
 PyTorch's ``padding_mode`` names (``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"``)
 are convjax's, and its ``padding`` (an int, one int per dim, ``"same"`` or ``"valid"``) means
-what convjax's does.
+what convjax's does.  Weights may be NumPy arrays or PyTorch tensors (detached and copied to
+the host here, whether or not they require grad).
 """
 
 from __future__ import annotations
@@ -21,11 +22,28 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convjax._src.spec import PADDING_MODES
+from convjax._src.spec import check_int, check_padding_mode
+
+
+def _numpy(op: str, name: str, value: Any) -> np.ndarray:
+    """An array-like (a NumPy array, a PyTorch tensor, nested lists of numbers) as a real NumPy
+    array, without importing torch."""
+    if hasattr(value, "detach"):  # a torch tensor, maybe requiring grad or on an accelerator
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.") from error
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(
+            f"{op}: {name} must be an array of real numbers, got {type(value).__name__} of "
+            f"dtype {array.dtype}."
+        )
+    return array
 
 
 def _weight(op: str, weight: Any) -> np.ndarray:
-    weight = np.asarray(weight)
+    weight = _numpy(op, "weight", weight)
     if weight.ndim < 3:
         raise ValueError(
             f"{op}: a PyTorch conv weight has rank >= 3 ([C, C', *window]), got shape "
@@ -84,16 +102,16 @@ def padding(value: int | Sequence[int] | str) -> int | tuple[int, ...] | str:
     >>> padding("same"), padding((1, 2))
     ('SAME', (1, 2))
     """
+    op = "from_torch.padding"
     if isinstance(value, str):
         if value.lower() not in ("same", "valid"):
             raise ValueError(
-                f"from_torch.padding: PyTorch's string paddings are 'same' and 'valid', got "
-                f"{value!r}."
+                f"{op}: PyTorch's string paddings are 'same' and 'valid', got {value!r}."
             )
         return value.upper()
-    if isinstance(value, Sequence):
-        return tuple(int(v) for v in value)
-    return int(value)
+    if isinstance(value, Sequence | np.ndarray):
+        return tuple(check_int(op, "padding", v, minimum=0) for v in value)
+    return check_int(op, "padding", value, minimum=0)
 
 
 def padding_mode(value: str) -> str:
@@ -102,11 +120,7 @@ def padding_mode(value: str) -> str:
     >>> padding_mode("circular")
     'circular'
     """
-    if value not in PADDING_MODES:
-        raise ValueError(
-            f"from_torch.padding_mode: padding_mode must be one of {PADDING_MODES}, got {value!r}."
-        )
-    return value
+    return check_padding_mode("from_torch.padding_mode", value)
 
 
 def _layer_params(
@@ -116,8 +130,9 @@ def _layer_params(
     if key not in state_dict:
         raise KeyError(f"{op}: state_dict has no {key!r}; its keys are {sorted(state_dict)!r}.")
     params = {"kernel": kernel_fn(state_dict[key])}
-    if state_dict.get(f"{prefix}bias") is not None:
-        params["bias"] = np.asarray(state_dict[f"{prefix}bias"])
+    bias = state_dict.get(f"{prefix}bias")
+    if bias is not None:
+        params["bias"] = _numpy(op, f"state_dict[{prefix + 'bias'!r}]", bias)
     return params
 
 
@@ -173,7 +188,7 @@ def load(module: Any, params: Mapping[str, Any]) -> None:
         current = getattr(module, name, None)
         if current is None or not hasattr(current, "shape"):
             raise ValueError(f"from_torch.load: {type(module).__name__} has no parameter {name!r}.")
-        value = np.asarray(value)
+        value = _numpy("from_torch.load", f"params[{name!r}]", value)
         if value.shape != current.shape:
             raise ValueError(
                 f"from_torch.load: {type(module).__name__}.{name} has shape {current.shape}, "

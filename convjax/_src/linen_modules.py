@@ -8,6 +8,7 @@ Flax.  The parameters have the same names and shapes as the NNX modules' (from
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,20 @@ IntOrSeq = int | Sequence[int]
 
 
 class _Module(nn.Module):
+    def __post_init__(self) -> None:
+        # Check the options when the module is constructed, naming it; the input channels are
+        # known only at the first call, where the parameter shapes are checked.
+        options = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in ("parent", "name")
+        }
+        options.setdefault("kernel_dilation", 1)  # DepthwiseConv has no such field
+        common.check_options(
+            type(self).__name__, options, transposed=isinstance(self, ConvTranspose)
+        )
+        super().__post_init__()
+
     def _create_params(
         self, shapes: common.Shapes, kernel_init: Initializer, bias_init: Initializer
     ) -> dict[str, jax.Array | None]:
@@ -86,6 +101,7 @@ class Conv(_Module):
     impl: Any = "lax"
 
     @nn.compact
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, features]``."""
         shapes = common.conv_shapes(
@@ -156,6 +172,7 @@ class ConvTranspose(_Module):
     impl: Any = "lax"
 
     @nn.compact
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, features]``."""
         shapes = common.conv_transpose_shapes(
@@ -219,6 +236,7 @@ class DepthwiseConv(_Module):
     impl: Any = "lax"
 
     @nn.compact
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_in · m]``."""
         shapes = common.depthwise_shapes(
@@ -279,6 +297,7 @@ class DepthwiseSeparableConv(_Module):
     impl: Any = "lax"
 
     @nn.compact
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, features]``."""
         shapes = common.depthwise_separable_shapes(
@@ -350,6 +369,7 @@ class SpatialSeparableConv(_Module):
     impl: Any = "lax"
 
     @nn.compact
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, features]``."""
         shapes = common.spatial_separable_shapes(

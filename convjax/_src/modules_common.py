@@ -10,14 +10,24 @@ kernel where there are several (``depthwise_kernel`` / ``pointwise_kernel``, ``k
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.nnx import initializers
+
+from convjax._src.spec import (
+    check_float_dtype,
+    check_precision,
+    check_preferred_element_type,
+    conv_options,
+    reported_as,
+)
+from convjax._src.transpose import transpose_options
 
 # Flax's defaults: LeCun normal kernels (fan-in = prod(window) * C_in // groups) and zero biases.
 default_kernel_init = initializers.lecun_normal()
@@ -31,7 +41,7 @@ Shapes = dict[str, tuple[int, ...]]
 
 
 def _positive(op: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
         )
@@ -48,6 +58,50 @@ def window(op: str, kernel_size: Any) -> tuple[int, ...]:
             f"(e.g. (3, 3) for 2-d), got {kernel_size!r}."
         )
     return tuple(_positive(op, "kernel_size", k) for k in kernel_size)
+
+
+def check_options(op: str, options: dict[str, Any], *, transposed: bool = False) -> None:
+    """Every check a module's options allow before it sees an input, under the module's name:
+    the convolution's options (``strides``, ``padding``, ``kernel_dilation``, ``padding_mode``,
+    ``impl`` and, for a transposed conv, ``output_padding`` / ``output_shape``), ``use_bias``,
+    the dtypes, ``precision``, ``preferred_element_type`` and the initialisers.  ``options``
+    are the module's arguments by name; how the channel counts and ``feature_group_count``
+    fit together is checked with the parameter shapes."""
+    ndim = len(window(op, options["kernel_size"]))
+    for name in ("features", "feature_group_count", "depth_multiplier"):
+        if name in options:
+            _positive(op, name, options[name])
+    conv = {name: options[name] for name in ("strides", "padding", "padding_mode", "impl")}
+    conv["dilation"] = options["kernel_dilation"]
+    if transposed:
+        conv |= {name: options[name] for name in ("output_padding", "output_shape")}
+        transpose_options(op, ndim, dilation_name="kernel_dilation", **conv)
+    else:
+        conv_options(op, ndim, dilation_name="kernel_dilation", **conv)
+    if not isinstance(options["use_bias"], bool | np.bool_):
+        raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
+    check_float_dtype(op, "dtype", options["dtype"])
+    check_float_dtype(op, "param_dtype", options["param_dtype"], optional=False)
+    check_precision(op, options["precision"])
+    check_preferred_element_type(op, options["preferred_element_type"])
+    for name in ("kernel_init", "bias_init"):
+        if not callable(options[name]):
+            raise TypeError(
+                f"{op}: {name} must be an initialiser, init(key, shape, dtype), got "
+                f"{options[name]!r}."
+            )
+
+
+def reports_as_module(call: Callable) -> Callable:
+    """Decorate a module's ``__call__`` so that errors from the functions it calls name the
+    module's class (``"Conv: x must have rank >= 3 …"``)."""
+
+    @functools.wraps(call)
+    def wrapper(self, *args, **kwargs):
+        with reported_as(type(self).__name__):
+            return call(self, *args, **kwargs)
+
+    return wrapper
 
 
 def freeze(value: Any) -> Any:

@@ -27,22 +27,19 @@ IntOrSeq = int | Sequence[int]
 
 
 class _Module(nnx.Module):
-    def _create_params(
-        self,
-        shapes: common.Shapes,
-        kernel_init: Initializer,
-        bias_init: Initializer,
-        param_dtype: Any,
-        rngs: nnx.Rngs,
-    ) -> None:
+    def _configure(self, shapes: common.Shapes, rngs: nnx.Rngs, **options: Any) -> None:
+        """Check the options (naming the module), create the parameters of ``shapes`` and keep
+        the options as static attributes, lists made tuples so the graph is hashable."""
+        common.check_options(
+            type(self).__name__, options, transposed=isinstance(self, ConvTranspose)
+        )
+        kernel_init, bias_init = options.pop("kernel_init"), options.pop("bias_init")
         for name, shape in shapes.items():
             init = bias_init if name == "bias" else kernel_init
-            setattr(self, name, nnx.Param(init(rngs.params(), shape, param_dtype)))
+            param = init(rngs.params(), shape, options["param_dtype"])
+            setattr(self, name, nnx.Param(param))
         if "bias" not in shapes:
             self.bias = nnx.data(None)
-
-    def _store(self, **options: Any) -> None:
-        """Keep the options as static attributes, lists made tuples so the graph is hashable."""
         for name, value in options.items():
             setattr(self, name, common.freeze(value))
 
@@ -107,8 +104,11 @@ class Conv(_Module):
         shapes = common.conv_shapes(
             "Conv", in_features, out_features, kernel_size, feature_group_count, use_bias
         )
-        self._create_params(shapes, kernel_init, bias_init, param_dtype, rngs)
-        self._store(
+        self._configure(
+            shapes,
+            rngs,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             in_features=in_features,
             out_features=out_features,
             kernel_size=common.window("Conv", kernel_size),
@@ -125,6 +125,7 @@ class Conv(_Module):
             impl=impl,
         )
 
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_out]``."""
         x, kernel, bias = common.promote("Conv", self.dtype, x, self.kernel[...], self._bias())
@@ -198,8 +199,11 @@ class ConvTranspose(_Module):
         shapes = common.conv_transpose_shapes(
             "ConvTranspose", in_features, out_features, kernel_size, feature_group_count, use_bias
         )
-        self._create_params(shapes, kernel_init, bias_init, param_dtype, rngs)
-        self._store(
+        self._configure(
+            shapes,
+            rngs,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             in_features=in_features,
             out_features=out_features,
             kernel_size=common.window("ConvTranspose", kernel_size),
@@ -218,6 +222,7 @@ class ConvTranspose(_Module):
             impl=impl,
         )
 
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_out]``."""
         x, kernel, bias = common.promote(
@@ -285,8 +290,11 @@ class DepthwiseConv(_Module):
         shapes = common.depthwise_shapes(
             "DepthwiseConv", in_features, kernel_size, depth_multiplier, use_bias
         )
-        self._create_params(shapes, kernel_init, bias_init, param_dtype, rngs)
-        self._store(
+        self._configure(
+            shapes,
+            rngs,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             in_features=in_features,
             kernel_size=common.window("DepthwiseConv", kernel_size),
             strides=strides,
@@ -302,6 +310,7 @@ class DepthwiseConv(_Module):
             impl=impl,
         )
 
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_in · m]``."""
         x, kernel, bias = common.promote(
@@ -375,8 +384,11 @@ class DepthwiseSeparableConv(_Module):
             depth_multiplier,
             use_bias,
         )
-        self._create_params(shapes, kernel_init, bias_init, param_dtype, rngs)
-        self._store(
+        self._configure(
+            shapes,
+            rngs,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             in_features=in_features,
             out_features=out_features,
             kernel_size=common.window("DepthwiseSeparableConv", kernel_size),
@@ -393,6 +405,7 @@ class DepthwiseSeparableConv(_Module):
             impl=impl,
         )
 
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_out]``."""
         x, depthwise, pointwise, bias = common.promote(
@@ -473,8 +486,11 @@ class SpatialSeparableConv(_Module):
             feature_group_count,
             use_bias,
         )
-        self._create_params(shapes, kernel_init, bias_init, param_dtype, rngs)
-        self._store(
+        self._configure(
+            shapes,
+            rngs,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             in_features=in_features,
             out_features=out_features,
             kernel_size=common.window("SpatialSeparableConv", kernel_size),
@@ -491,6 +507,7 @@ class SpatialSeparableConv(_Module):
             impl=impl,
         )
 
+    @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_out]``."""
         kernels = [getattr(self, f"kernel_{axis}")[...] for axis in range(len(self.kernel_size))]

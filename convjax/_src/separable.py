@@ -22,8 +22,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src.conv import _checked_spec, apply, conv, depthwise_check, depthwise_conv
-from convjax._src.spec import ConvSpec, Padding, check_arrays, check_dtypes, check_int, make_spec
+from convjax._src.conv import _checked_spec, apply, conv, depthwise_check
+from convjax._src.spec import (
+    ConvSpec,
+    Padding,
+    check_arrays,
+    check_dtypes,
+    check_int,
+    check_precision,
+    check_preferred_element_type,
+    check_real,
+    make_spec,
+    op_name,
+    reported_as,
+)
 
 
 def chain_channels(
@@ -62,10 +74,10 @@ def check_one_d_kernels(op: str, kernel_shapes: Any) -> None:
             f"got none."
         )
     for i, shape in enumerate(kernel_shapes):
-        if len(shape) != 3 or any(n < 1 for n in shape):
+        if len(shape) != 3 or shape[0] < 1 or min(shape) < 0:
             raise ValueError(
                 f"{op}: kernels[{i}] must be a 1-D kernel [k, C_in // groups, C_out] of rank 3 "
-                f"with sizes >= 1 (one kernel per spatial dim), got shape {tuple(shape)}."
+                f"with k >= 1 (one kernel per spatial dim), got shape {tuple(shape)}."
             )
 
 
@@ -144,11 +156,13 @@ def spatial_separable_conv(
     >>> bool(jnp.array_equal(y, convjax.conv(x, sobel)))
     True
     """
-    op = "spatial_separable_conv"
+    op = op_name("spatial_separable_conv")
     spec = _separable_spec(
         op,
         x,
         kernels,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
         strides=strides,
         padding=padding,
         dilation=dilation,
@@ -169,7 +183,9 @@ def spatial_separable_conv(
     return y
 
 
-def _separable_spec(op: str, x, kernels, **options) -> ConvSpec:
+def _separable_spec(
+    op: str, x, kernels, *, precision, preferred_element_type, **options
+) -> ConvSpec:
     """The full-window spec of a spatially separable conv, after every check."""
     check_arrays(op, x=x)
     if not isinstance(kernels, list | tuple):
@@ -186,12 +202,12 @@ def _separable_spec(op: str, x, kernels, **options) -> ConvSpec:
             f"{op}: x must have rank >= {ndim + 1} ([*batch, *spatial, C_in]) for {ndim} 1-D "
             f"kernels (one per spatial dim), got shape {tuple(x.shape)}."
         )
-    groups = check_int(op, "groups", options["groups"])
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be >= 1, got {groups}.")
+    groups = check_int(op, "groups", options["groups"], minimum=1)
     c_out = chain_channels(op, x.shape[-1], shapes, groups)
     for i, kernel in enumerate(kernels):
         check_dtypes(op, x.dtype, kernel.dtype, kernel_name=f"kernels[{i}]")
+    check_precision(op, precision)
+    check_preferred_element_type(op, preferred_element_type, x.dtype)
     window = tuple(shape[0] for shape in shapes)
     return make_spec(op, x.shape, (*window, x.shape[-1] // groups, c_out), **options)
 
@@ -242,17 +258,19 @@ def depthwise_separable_conv(
     >>> convjax.depthwise_separable_conv(x, jnp.ones((3, 3, 1, 16)), jnp.ones((16, 32))).shape
     (6, 6, 32)
     """
-    op = "depthwise_separable_conv"
+    op = op_name("depthwise_separable_conv")
     check_arrays(op, x=x, depthwise_kernel=depthwise_kernel, pointwise_kernel=pointwise_kernel)
-    depthwise_check(op, x.shape, depthwise_kernel.shape)
+    grouped = depthwise_check(op, x.shape, depthwise_kernel)
     spec = _checked_spec(
         op,
         x,
-        depthwise_kernel,
+        grouped,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
         strides=strides,
         padding=padding,
         dilation=dilation,
-        groups=x.shape[-1] if x.ndim else 1,
+        groups=max(x.shape[-1], 1) if x.ndim else 1,
         padding_mode=padding_mode,
         impl=impl,
     )
@@ -263,32 +281,24 @@ def depthwise_separable_conv(
             f"shape {tuple(pointwise_kernel.shape)}."
         )
     if pointwise_kernel.shape[0] != channels:
+        multiplier = channels // x.shape[-1] if x.shape[-1] else "m"
         raise ValueError(
             f"{op}: pointwise_kernel.shape[0] must equal the depthwise output channels C_in * "
-            f"depth_multiplier = {x.shape[-1]} * {channels // x.shape[-1]} = {channels}, got "
+            f"depth_multiplier = {x.shape[-1]} * {multiplier} = {channels}, got "
             f"{pointwise_kernel.shape[0]} (pointwise_kernel shape "
             f"{tuple(pointwise_kernel.shape)})."
         )
     check_dtypes(op, x.dtype, pointwise_kernel.dtype, kernel_name="pointwise_kernel")
-    y = depthwise_conv(
-        x,
-        depthwise_kernel,
-        strides=spec.strides,
-        padding=spec.padding,
-        dilation=spec.dilation,
-        padding_mode=padding_mode,
-        impl=spec.backend,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    y = apply(x, grouped, spec, precision=precision, preferred_element_type=preferred_element_type)
     pointwise = pointwise_kernel.reshape(*(1,) * spec.ndim, *pointwise_kernel.shape)
-    return conv(
-        y,
-        pointwise if pointwise.dtype == y.dtype else pointwise.astype(y.dtype),
-        impl=spec.backend,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    with reported_as(op):
+        return conv(
+            y,
+            pointwise if pointwise.dtype == y.dtype else pointwise.astype(y.dtype),
+            impl=spec.backend,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
 
 
 class SeparableFactors(NamedTuple):
@@ -409,10 +419,8 @@ def separable_factors(
         raise ValueError(
             f"{op}: rank must be between 1 and min(k1, k2) = min({k1}, {k2}) = {full}, got {rank}."
         )
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float)):
-        raise TypeError(f"{op}: tol must be a number or None, got {type(tol).__name__}.")
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"{op}: tol must be >= 0, got {tol}.")
+    if tol is not None:
+        tol = check_real(op, "tol", tol)
 
     compute = np.float64 if dtype == np.float64 else np.float32
     matrices = jnp.moveaxis(kernel_2d.astype(compute).reshape(k1, k2, -1), -1, 0)  # [T, k1, k2]

@@ -4,17 +4,26 @@ Every public function builds a :class:`ConvSpec` from its user-facing arguments 
 padding strings, pairs) and the static shapes of its operands, and every check happens here, at
 trace time, before any array work.  Errors name the operation, the argument, the rule and the
 value received.
+
+The option checks that need no shapes (:func:`conv_options`, :func:`check_precision`, …) are
+separate so that the Flax modules run the very same checks when they are constructed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import functools
+import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from convjax._src import shapes
 from convjax._src.backends import Backend, resolve_backend
@@ -22,6 +31,28 @@ from convjax._src.backends import Backend, resolve_backend
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+
+FLOAT_DTYPES = "float16, bfloat16, float32, float64"
+
+_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("convjax_caller", default=None)
+
+
+@contextlib.contextmanager
+def reported_as(name: str) -> Iterator[None]:
+    """Errors raised by convjax functions called inside this block name ``name`` as the
+    operation: a module (``"Conv"``) or a composite function calling the pure functions."""
+    token = _CALLER.set(name)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def op_name(default: str) -> str:
+    """The operation errors should name: the innermost :func:`reported_as` name, else
+    ``default`` (the function's own name)."""
+    caller = _CALLER.get()
+    return default if caller is None else caller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,18 +90,49 @@ class ConvSpec:
         )
 
 
-def check_int(op: str, name: str, value: Any) -> int:
-    """``value`` as an int; bools, floats and other types are a TypeError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+# -- scalars and shapes -------------------------------------------------------------------------
+
+
+def check_int(op: str, name: str, value: Any, *, minimum: int | None = None) -> int:
+    """``value`` as an int (Python or NumPy integer); bools, floats and other types are a
+    TypeError, and a value below ``minimum`` a ValueError."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
         )
-    return operator.index(value)
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}.")
+    return value
+
+
+def check_real(op: str, name: str, value: Any, *, minimum: float = 0.0) -> float:
+    """``value`` as a finite float ``>= minimum``: a Python or NumPy int or float, or a concrete
+    0-d real array; anything else is a TypeError."""
+    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+    if not real and getattr(value, "shape", None) == () and hasattr(value, "dtype"):
+        kind = np.dtype(value.dtype)
+        real = np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)
+    if not real:
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}.")
+    number = float(value)
+    if not math.isfinite(number) or number < minimum:
+        raise ValueError(f"{op}: {name} must be finite and >= {minimum:g}, got {value!r}.")
+    return number
+
+
+def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
+    """A shape: a sequence of non-negative ints (NumPy ints too)."""
+    if isinstance(shape, str) or not isinstance(shape, Sequence | np.ndarray):
+        raise TypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}.")
+    return tuple(check_int(op, name, n, minimum=0) for n in shape)
 
 
 def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple[int, ...]:
     """An int or a sequence of ``ndim`` ints, each at least ``minimum``, as a tuple."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
+    if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
         if len(value) != ndim:
             raise ValueError(
                 f"{op}: {name} needs one entry per spatial dim ({ndim}), got {len(value)}: "
@@ -84,16 +146,12 @@ def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple
     return values
 
 
-def normalize_padding(
-    op: str,
-    padding: Padding,
-    input_spatial: Sequence[int],
-    window: Sequence[int],
-    strides: Sequence[int],
-    dilation: Sequence[int],
-) -> tuple[tuple[int, int], ...]:
-    """Any accepted padding form as one non-negative ``(lo, hi)`` pair per spatial dim."""
-    ndim = len(window)
+# -- options ------------------------------------------------------------------------------------
+
+
+def padding_option(op: str, padding: Padding, ndim: int) -> str | tuple[tuple[int, int], ...]:
+    """Any accepted padding form, checked: an upper-case string (resolved later against the
+    input size) or one non-negative ``(lo, hi)`` pair per spatial dim."""
     if isinstance(padding, str):
         name = padding.upper()
         if name not in shapes.PADDING_STRINGS:
@@ -101,11 +159,8 @@ def normalize_padding(
                 f"{op}: padding must be one of {shapes.PADDING_STRINGS}, an int, one int per "
                 f"dim or one (lo, hi) pair per dim, got {padding!r}."
             )
-        return tuple(
-            shapes.string_padding(name, *args)
-            for args in zip(input_spatial, window, strides, dilation, strict=True)
-        )
-    if isinstance(padding, Sequence):
+        return name
+    if isinstance(padding, Sequence | np.ndarray):
         if len(padding) != ndim:
             raise ValueError(
                 f"{op}: padding needs one entry per spatial dim ({ndim}), got {len(padding)}: "
@@ -113,7 +168,7 @@ def normalize_padding(
             )
         pairs = []
         for entry in padding:
-            if isinstance(entry, Sequence) and not isinstance(entry, str):
+            if isinstance(entry, Sequence | np.ndarray) and not isinstance(entry, str):
                 if len(entry) != 2:
                     raise ValueError(
                         f"{op}: each padding pair must be (lo, hi), got {tuple(entry)!r}."
@@ -133,6 +188,128 @@ def normalize_padding(
     return result
 
 
+def normalize_padding(
+    op: str,
+    padding: Padding,
+    input_spatial: Sequence[int],
+    window: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[int, int], ...]:
+    """Any accepted padding form as one non-negative ``(lo, hi)`` pair per spatial dim."""
+    checked = padding_option(op, padding, len(window))
+    if not isinstance(checked, str):
+        return checked
+    return tuple(
+        shapes.string_padding(checked, *args)
+        for args in zip(input_spatial, window, strides, dilation, strict=True)
+    )
+
+
+def check_padding_mode(op: str, padding_mode: Any) -> str:
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}."
+        )
+    return padding_mode
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvOptions:
+    """A convolution's options, checked without any shapes: what a module can verify when it
+    is constructed.  ``padding`` is still a string where the user gave one."""
+
+    strides: tuple[int, ...]
+    padding: str | tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    backend: Backend
+
+
+def conv_options(
+    op: str,
+    ndim: int,
+    *,
+    strides: Any = 1,
+    padding: Any = "VALID",
+    dilation: Any = 1,
+    groups: Any = 1,
+    padding_mode: Any = "zeros",
+    impl: Any = "lax",
+    dilation_name: str = "dilation",
+) -> ConvOptions:
+    """Check every option that does not depend on the operands' shapes."""
+    return ConvOptions(
+        strides=per_dim(op, "strides", strides, ndim, minimum=1),
+        padding=padding_option(op, padding, ndim),
+        dilation=per_dim(op, dilation_name, dilation, ndim, minimum=1),
+        groups=check_int(op, "groups", groups, minimum=1),
+        padding_mode=check_padding_mode(op, padding_mode),
+        backend=resolve_backend(op, impl),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _lax_accepts_precision(precision: Any) -> bool:
+    try:
+        jax.eval_shape(
+            functools.partial(lax.dot, precision=precision),
+            *[jax.ShapeDtypeStruct((1, 1), jnp.float32)] * 2,
+        )
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def check_precision(op: str, precision: Any) -> Any:
+    """``precision`` as lax takes it: ``None``, a ``jax.lax.Precision`` or its lower-case name
+    (``"highest"``), a pair of those, or a ``jax.lax.DotAlgorithmPreset``."""
+    try:
+        accepted = precision is None or _lax_accepts_precision(precision)
+    except TypeError:  # unhashable: not a precision
+        accepted = False
+    if not accepted:
+        raise ValueError(
+            f"{op}: precision must be None, a jax.lax.Precision or its lower-case name "
+            f"('default', 'high', 'highest'), a pair of those, or a jax.lax.DotAlgorithmPreset, "
+            f"got {precision!r}."
+        )
+    return precision
+
+
+def check_float_dtype(op: str, name: str, dtype: Any, *, optional: bool = True) -> Any:
+    """``dtype`` as a floating NumPy dtype (``None`` kept where ``optional``)."""
+    if dtype is None and optional:
+        return None
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind is None or not jnp.issubdtype(kind, jnp.floating):
+        got = dtype if kind is None else kind.name
+        raise TypeError(
+            f"{op}: {name} must be a floating dtype ({FLOAT_DTYPES})"
+            + (" or None" if optional else "")
+            + f", got {got!r}."
+        )
+    return kind
+
+
+def check_preferred_element_type(op: str, preferred_element_type: Any, x_dtype: Any = None):
+    """A floating dtype at least as wide as the operands' (lax's rule), or ``None``."""
+    kind = check_float_dtype(op, "preferred_element_type", preferred_element_type)
+    if kind is not None and x_dtype is not None and kind.itemsize < np.dtype(x_dtype).itemsize:
+        raise TypeError(
+            f"{op}: preferred_element_type must not be narrower than the operands' dtype "
+            f"{np.dtype(x_dtype).name}, got {kind.name}."
+        )
+    return kind
+
+
+# -- operands -----------------------------------------------------------------------------------
+
+
 def check_arrays(op: str, **arrays: Any) -> None:
     """Each named value must be an array (have a ``shape`` and a ``dtype``)."""
     for name, value in arrays.items():
@@ -147,8 +324,8 @@ def check_dtypes(
     for name, dtype in ((x_name, x_dtype), (kernel_name, kernel_dtype)):
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
-                f"{op}: {name} must have a floating dtype (float16, bfloat16, float32, float64), "
-                f"got {np.dtype(dtype).name}."
+                f"{op}: {name} must have a floating dtype ({FLOAT_DTYPES}), got "
+                f"{np.dtype(dtype).name}."
             )
     if np.dtype(x_dtype) != np.dtype(kernel_dtype):
         raise TypeError(
@@ -156,6 +333,14 @@ def check_dtypes(
             f"{np.dtype(x_dtype).name} and {kernel_name} {np.dtype(kernel_dtype).name}; cast "
             f"one, e.g. {kernel_name}.astype({x_name}.dtype)."
         )
+
+
+def spatial_axes(x_shape: Sequence[int], ndim: int) -> str:
+    """Which axes of ``x`` are read as spatial, for error messages: ``"axes 1, 2 of x shape
+    (8, 5, 5, 3)"``."""
+    rank = len(x_shape)
+    axes = ", ".join(str(a) for a in range(rank - ndim - 1, rank - 1))
+    return f"ax{'es' if ndim > 1 else 'is'} {axes} of shape {tuple(x_shape)}"
 
 
 def split_shapes(
@@ -169,7 +354,8 @@ def split_shapes(
 ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """Check the ranks and spatial sizes of ``x`` and ``kernel``; return ``(ndim, window,
     spatial)`` with ``ndim = len(kernel_shape) - 2``."""
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    x_shape = check_shape(op, f"{x_name}.shape", x_shape)
+    kernel_shape = check_shape(op, "kernel.shape", kernel_shape)
     if len(kernel_shape) < 3:
         raise ValueError(
             f"{op}: kernel must have rank >= 3 ({kernel_layout}), got shape {kernel_shape}."
@@ -183,10 +369,22 @@ def split_shapes(
     window, spatial = kernel_shape[:ndim], x_shape[-ndim - 1 : -1]
     if any(k < 1 for k in window) or any(i < 1 for i in spatial):
         raise ValueError(
-            f"{op}: spatial sizes must be >= 1, got {x_name} spatial {spatial} and kernel window "
-            f"{window}."
+            f"{op}: spatial sizes must be >= 1, got {x_name} spatial {spatial} "
+            f"({spatial_axes(x_shape, ndim)}) and kernel window {window}."
         )
     return ndim, window, spatial
+
+
+def _channels_first_hint(x_shape: Sequence[int], ndim: int, c_in: int) -> str:
+    """A hint for the most common porting mistake: a PyTorch-layout ``[N, C, *spatial]`` x."""
+    first = len(x_shape) - ndim - 1
+    if first >= 0 and x_shape[first] == c_in and x_shape[-1] != c_in:
+        return (
+            f" x looks channels-first (axis {first} has {c_in} = C_in): convjax is "
+            f"channels-last, [*batch, *spatial, C]; move the axis, e.g. "
+            f"jnp.moveaxis(x, {first}, -1)."
+        )
+    return ""
 
 
 def make_spec(
@@ -205,48 +403,57 @@ def make_spec(
     """Validate a convolution of ``x_shape`` by ``kernel_shape`` and normalise its options.
 
     ``x_shape`` is ``[*batch, *spatial, C_in]`` and ``kernel_shape`` ``[*window, C_in // groups,
-    C_out]``; the number of spatial dims is ``len(kernel_shape) - 2``.
+    C_out]``; the number of spatial dims is ``len(kernel_shape) - 2``.  Zero-size batch dims
+    and channels are allowed (the convolution is then empty or a sum of nothing).
     """
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
     ndim, window, input_spatial = split_shapes(op, x_shape, kernel_shape)
-    groups = check_int(op, "groups", groups)
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be >= 1, got {groups}.")
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    options = conv_options(
+        op,
+        ndim,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+        dilation_name=dilation_name,
+    )
+    groups = options.groups
     c_in, c_per_group, c_out = x_shape[-1], kernel_shape[-2], kernel_shape[-1]
+    expected = c_per_group * groups
     if c_in % groups:
         raise ValueError(
             f"{op}: groups must divide the input channels, but {groups} does not divide {c_in}."
+            + _channels_first_hint(x_shape, ndim, expected)
         )
     if c_out % groups:
         raise ValueError(
             f"{op}: groups must divide the output channels (kernel.shape[-1]), but {groups} does "
             f"not divide {c_out}."
         )
-    if c_per_group * groups != c_in:
+    if expected != c_in:
         raise ValueError(
             f"{op}: kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = "
             f"{c_in // groups}, got {c_per_group} (kernel shape {kernel_shape}, x shape {x_shape})."
+            + _channels_first_hint(x_shape, ndim, expected)
         )
-    strides = per_dim(op, "strides", strides, ndim, minimum=1)
-    dilation = per_dim(op, dilation_name, dilation, ndim, minimum=1)
-    pads = normalize_padding(op, padding, input_spatial, window, strides, dilation)
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(
-            f"{op}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}."
-        )
-    if padding_mode == "reflect":
+    strides, dilation = options.strides, options.dilation
+    pads = normalize_padding(op, options.padding, input_spatial, window, strides, dilation)
+    if options.padding_mode == "reflect":
         for dim, (i, (lo, hi)) in enumerate(zip(input_spatial, pads, strict=True)):
             if max(lo, hi) >= i:
                 raise ValueError(
                     f"{op}: reflect padding must be smaller than the input size, but spatial dim "
                     f"{dim} has size {i} and padding {(lo, hi)}."
                 )
-    spec = ConvSpec(strides, pads, dilation, groups, padding_mode, resolve_backend(op, impl))
+    spec = ConvSpec(strides, pads, dilation, groups, options.padding_mode, options.backend)
     out = spec.output_spatial(input_spatial, window)
     if any(o < 1 for o in out):
         raise ValueError(
-            f"{op}: the output would be empty: spatial output {out} from input {input_spatial}, "
-            f"window {window}, {dilation_name} {dilation}, padding {pads}, strides {strides} "
-            f"(the dilated window must fit the padded input)."
+            f"{op}: the output would be empty: spatial output {out} from input {input_spatial} "
+            f"({spatial_axes(x_shape, ndim)}, read as [*batch, *spatial, C]), window {window}, "
+            f"{dilation_name} {dilation}, padding {pads}, strides {strides} (the dilated window "
+            f"must fit the padded input)."
         )
     return spec

@@ -26,12 +26,16 @@ import jax
 from convjax._src import shapes
 from convjax._src.conv import apply
 from convjax._src.spec import (
+    ConvOptions,
     ConvSpec,
     Padding,
     check_arrays,
     check_dtypes,
+    check_precision,
+    check_preferred_element_type,
+    conv_options,
     make_spec,
-    normalize_padding,
+    op_name,
     per_dim,
     split_shapes,
 )
@@ -103,6 +107,59 @@ def _sizes(
     return sizes
 
 
+def transpose_options(
+    op: str,
+    ndim: int,
+    *,
+    strides: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    output_shape: Any = None,
+    dilation: Any = 1,
+    groups: Any = 1,
+    padding_mode: Any = "zeros",
+    impl: Any = "lax",
+    shape_name: str = "output_shape",
+    dilation_name: str = "dilation",
+) -> tuple[ConvOptions, tuple[int, ...], tuple[int, ...] | None]:
+    """Check a transposed conv's options without shapes: the forward conv's options, then
+    ``output_padding`` (each ``< max(stride, dilation)``, 0 with ``'SAME'``) and
+    ``output_shape`` (not both)."""
+    options = conv_options(
+        op,
+        ndim,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+        dilation_name=dilation_name,
+    )
+    strides, dilation = options.strides, options.dilation
+    output_padding = per_dim(op, "output_padding", output_padding, ndim, minimum=0)
+    if any(a >= max(s, d) for a, s, d in zip(output_padding, strides, dilation, strict=True)):
+        raise ValueError(
+            f"{op}: output_padding must be smaller than the stride or the dilation in every dim, "
+            f"got output_padding {output_padding} with strides {strides} and {dilation_name} "
+            f"{dilation}."
+        )
+    if output_shape is not None:
+        if any(output_padding):
+            raise ValueError(
+                f"{op}: pass output_padding or {shape_name}, not both, got output_padding "
+                f"{output_padding} and {shape_name} {output_shape!r}."
+            )
+        output_shape = per_dim(op, shape_name, output_shape, ndim, minimum=1)
+    elif options.padding == "SAME" and any(output_padding):
+        raise ValueError(
+            f"{op}: output_padding must be 0 with padding 'SAME', where the result size is "
+            f"strides * size; pass {shape_name} for another size, got output_padding "
+            f"{output_padding}."
+        )
+    return options, output_padding, output_shape
+
+
 def transpose_operator(
     op: str,
     x_shape: Sequence[int],
@@ -126,7 +183,6 @@ def transpose_operator(
     ``output_padding``), then builds the forward :class:`ConvSpec` with :func:`make_spec`, so the
     core checks report under ``op``.
     """
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
     ndim, window, spatial = split_shapes(
         op,
         x_shape,
@@ -135,33 +191,28 @@ def transpose_operator(
         x_layout="[*batch, *spatial, C]",
         kernel_layout=kernel_layout,
     )
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
     if kernel_shape[-1] != x_shape[-1]:
         raise ValueError(
             f"{op}: kernel.shape[-1] must equal the channels of {x_name} ({x_shape[-1]}), got "
             f"{kernel_shape[-1]} (kernel shape {kernel_shape} is {kernel_layout})."
         )
-    strides = per_dim(op, "strides", strides, ndim, minimum=1)
-    dilation = per_dim(op, "dilation", dilation, ndim, minimum=1)
+    options, output_padding, output_shape = transpose_options(
+        op,
+        ndim,
+        strides=strides,
+        padding=padding,
+        output_padding=output_padding,
+        output_shape=output_shape,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        impl=impl,
+        shape_name=shape_name,
+    )
+    strides, dilation, groups = options.strides, options.dilation, options.groups
     # Explicit padding does not depend on the size; strings are resolved per candidate size.
-    if isinstance(padding, str):
-        normalize_padding(op, padding, spatial, window, strides, dilation)  # validates the name
-        pads: Sequence[str | tuple[int, int]] = (padding.upper(),) * ndim
-    else:
-        pads = normalize_padding(op, padding, spatial, window, strides, dilation)
-    output_padding = per_dim(op, "output_padding", output_padding, ndim, minimum=0)
-    if any(a >= max(s, d) for a, s, d in zip(output_padding, strides, dilation, strict=True)):
-        raise ValueError(
-            f"{op}: output_padding must be smaller than the stride or the dilation in every dim, "
-            f"got output_padding {output_padding} with strides {strides} and dilation "
-            f"{dilation}."
-        )
-    if output_shape is not None:
-        if any(output_padding):
-            raise ValueError(
-                f"{op}: pass output_padding or {shape_name}, not both, got output_padding "
-                f"{output_padding} and {shape_name} {output_shape!r}."
-            )
-        output_shape = per_dim(op, shape_name, output_shape, ndim, minimum=1)
+    pads = (options.padding,) * ndim if isinstance(options.padding, str) else options.padding
 
     result = []
     for dim in range(ndim):
@@ -183,12 +234,6 @@ def transpose_operator(
                     f"{described} reaches sizes {min(sizes)} to {max(sizes)}, got {n}."
                 )
         elif p == "SAME":
-            if output_padding[dim]:
-                raise ValueError(
-                    f"{op}: output_padding must be 0 with padding 'SAME', where the result size "
-                    f"is strides * size; pass {shape_name} for another size, got output_padding "
-                    f"{output_padding}."
-                )
             n = s * i
         else:
             matching = [n for n, (a, _) in sizes.items() if a == output_padding[dim]]
@@ -200,7 +245,7 @@ def transpose_operator(
             n = matching[0]
         result.append(n)
 
-    c_out = kernel_shape[-2] * groups if isinstance(groups, int) else kernel_shape[-2]
+    c_out = kernel_shape[-2] * groups
     input_shape = (*x_shape[: -ndim - 1], *result, c_out)
     spec = make_spec(
         op,
@@ -296,9 +341,10 @@ def conv_transpose(
     References:
       Dumoulin & Visin, "A guide to convolution arithmetic for deep learning" (2016), §4.
     """
-    check_arrays("conv_transpose", x=x, kernel=kernel)
+    op = op_name("conv_transpose")
+    check_arrays(op, x=x, kernel=kernel)
     operator = transpose_operator(
-        "conv_transpose",
+        op,
         x.shape,
         kernel.shape,
         strides=strides,
@@ -310,7 +356,9 @@ def conv_transpose(
         padding_mode=padding_mode,
         impl=impl,
     )
-    check_dtypes("conv_transpose", x.dtype, kernel.dtype)
+    check_dtypes(op, x.dtype, kernel.dtype)
+    check_precision(op, precision)
+    check_preferred_element_type(op, preferred_element_type, x.dtype)
     if preferred_element_type is not None:
         x, kernel = x.astype(preferred_element_type), kernel.astype(preferred_element_type)
     return operator.transpose(kernel, precision=precision, dtype=x.dtype)(x)

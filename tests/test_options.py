@@ -1,0 +1,264 @@
+"""Every option is validated: bad values fail at trace time naming the function (or, for modules,
+at construction naming the module), NumPy scalars are accepted wherever an int or a float is, and
+the errors for common porting mistakes say what to do."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import convjax
+from convjax import from_torch
+
+
+def zeros(*shape):
+    return jnp.zeros(shape, jnp.float32)
+
+
+X = zeros(2, 8, 8, 4)
+K = zeros(3, 3, 4, 6)
+KT = zeros(3, 3, 6, 4)  # conv_transpose's kernel for an x of 4 channels
+
+CALLS = {
+    "conv": lambda **o: convjax.conv(X, K, **o),
+    "dilated_conv": lambda **o: convjax.dilated_conv(X, K, rate=2, **o),
+    "depthwise_conv": lambda **o: convjax.depthwise_conv(X, zeros(3, 3, 1, 8), **o),
+    "conv_transpose": lambda **o: convjax.conv_transpose(X, KT, **o),
+    "spatial_separable_conv": lambda **o: convjax.spatial_separable_conv(
+        X, [zeros(3, 4, 4)] * 2, **o
+    ),
+    "depthwise_separable_conv": lambda **o: convjax.depthwise_separable_conv(
+        X, zeros(3, 3, 1, 4), zeros(4, 6), **o
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"precision": "HIGHEST"}, ValueError, r"precision must be None, a jax.lax.Precision"),
+        ({"precision": 3}, ValueError, r"precision must be None.*got 3"),
+        ({"precision": ["high"]}, ValueError, r"precision must be None.*got \['high'\]"),
+        (
+            {"preferred_element_type": jnp.int32},
+            TypeError,
+            r"preferred_element_type must be a floating dtype .* got 'int32'",
+        ),
+        (
+            {"preferred_element_type": "bogus"},
+            TypeError,
+            r"preferred_element_type must be a floating dtype .* got 'bogus'",
+        ),
+        (
+            {"preferred_element_type": jnp.bfloat16},
+            TypeError,
+            r"preferred_element_type must not be narrower than the operands' dtype float32, got "
+            r"bfloat16",
+        ),
+    ],
+)
+def test_precision_and_preferred_element_type_are_checked(name, options, error, match):
+    with pytest.raises(error, match=rf"^{name}: {match}"):
+        CALLS[name](**options)
+    with pytest.raises(error, match=rf"^{name}: {match}"):  # and while tracing
+        jax.jit(lambda: CALLS[name](**options)).lower()
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_good_precisions_are_accepted(name):
+    for precision in ("highest", jax.lax.Precision.HIGH, ("high", "highest")):
+        CALLS[name](precision=precision)
+    assert CALLS[name](preferred_element_type=jnp.float64).dtype == jnp.float64
+
+
+def test_deconvolve_checks_precision():
+    with pytest.raises(ValueError, match=r"^deconvolve: precision must be None"):
+        convjax.deconvolve(X, K[..., :4], precision="best")
+
+
+@pytest.mark.parametrize("fn", [convjax.output_shape, convjax.index_map])
+@pytest.mark.parametrize(
+    "input_shape, kernel_shape, error, match",
+    [
+        ((2, 6.0, 6, 3), (3, 3, 3, 4), TypeError, r"input_shape must be an int, got 6.0"),
+        ((-1, 6, 6, 3), (3, 3, 3, 4), ValueError, r"input_shape must be >= 0, got -1"),
+        ((2, 6, 6, 3), (3, 3, 3, True), TypeError, r"kernel_shape must be an int, got True"),
+        ("abc", (3, 3, 3, 4), TypeError, r"input_shape must be a sequence of ints, got 'abc'"),
+        ((2, 0, 6, 3), (3, 3, 3, 4), ValueError, r"spatial sizes must be >= 1"),
+    ],
+)
+def test_shape_functions_check_every_entry(fn, input_shape, kernel_shape, error, match):
+    with pytest.raises(error, match=rf"^{fn.__name__}: {match}"):
+        fn(input_shape, kernel_shape)
+
+
+def test_numpy_scalars_are_accepted_wherever_python_numbers_are():
+    i, f = np.int64, np.float32
+    y = convjax.conv(
+        X, K, strides=i(2), padding=((i(1), np.int32(1)), i(0)), dilation=(i(1), 1), groups=i(1)
+    )
+    assert y.shape == (2, 4, 3, 6)
+    assert convjax.output_shape(np.array([2, 8, 8, 4]), np.array([3, 3, 4, 6])) == (2, 6, 6, 6)
+    back = convjax.conv_transpose(y, K, strides=2, padding=1, output_padding=i(1))
+    assert back.shape[1] == 8
+    budget = convjax.GatherBackend(memory_budget=i(2**20))
+    assert budget == convjax.GatherBackend(memory_budget=2**20) and hash(budget)
+    factors = convjax.separable_factors(jnp.ones((3, 3)), rank=i(1), tol=f(1e-3))
+    assert int(factors.rank) == 1
+    circular = dict(padding="SAME", padding_mode="circular")
+    ones = jnp.ones((1, 6, 6, 1))
+    for method in ("wiener", "lsq"):
+        x = convjax.deconvolve(
+            ones,
+            jnp.ones((3, 3, 1, 1)) / 9,
+            method=method,
+            regularization=f(0.1),
+            tol=np.float64(1e-6),
+            max_iters=np.int32(50),
+            **circular,
+        )
+        assert x.shape == ones.shape
+    layer = convjax.Layer((i(3), i(3), i(4), i(6)), strides=i(2), groups=i(2))
+    assert convjax.flop_count(layer, np.array([1, 9, 9, 8])) > 0
+    assert from_torch.padding(i(1)) == 1 and from_torch.padding((i(1), np.int16(2))) == (1, 2)
+    module = convjax.nnx.Conv(i(4), i(6), (i(3), i(3)), strides=i(2), rngs=nnx.Rngs(0))
+    assert module(X).shape == (2, 3, 3, 6)
+
+
+# -- porting mistakes ---------------------------------------------------------------------------
+
+
+def test_a_channels_first_input_gets_a_layout_hint():
+    nchw = jnp.zeros((2, 4, 8, 8), jnp.float32)
+    with pytest.raises(ValueError, match=r"x looks channels-first \(axis 1 has 4 = C_in\).*"):
+        convjax.conv(nchw, K)
+    with pytest.raises(ValueError, match=r"jnp.moveaxis\(x, 1, -1\)"):
+        convjax.nnx.Conv(4, 6, (3, 3), rngs=nnx.Rngs(0))(nchw)
+    # No hint when the shapes do not look like that.
+    with pytest.raises(ValueError) as excinfo:
+        convjax.conv(jnp.zeros((2, 8, 8, 5), jnp.float32), K)
+    assert "channels-first" not in str(excinfo.value)
+
+
+def test_an_empty_output_says_which_axes_were_taken_as_spatial():
+    """A batch of 2-d images given to a 3-d kernel: the batch axis is read as spatial."""
+    with pytest.raises(
+        ValueError,
+        match=r"conv: the output would be empty: spatial output \(0, 6, 6\) from input "
+        r"\(2, 8, 8\) \(axes 0, 1, 2 of shape \(2, 8, 8, 4\), read as \[\*batch, \*spatial, C\]\)",
+    ):
+        convjax.conv(X, jnp.zeros((3, 3, 3, 4, 6), jnp.float32))
+
+
+# -- from_torch ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: from_torch.padding(1.5), TypeError, r"from_torch.padding: padding must be an int"),
+        (lambda: from_torch.padding(-1), ValueError, r"padding must be >= 0, got -1"),
+        (lambda: from_torch.padding((1, True)), TypeError, r"padding must be an int, got True"),
+        (lambda: from_torch.padding(None), TypeError, r"padding must be an int, got None"),
+        (lambda: from_torch.padding_mode(None), ValueError, r"padding_mode must be one of"),
+        (
+            lambda: from_torch.conv_kernel(None),
+            TypeError,
+            r"from_torch.conv_kernel: weight must be an array of real numbers, got NoneType",
+        ),
+        (
+            lambda: from_torch.conv_params({"weight": np.zeros((4, 3, 3, 3)), "bias": "b"}),
+            TypeError,
+            r"from_torch.conv_params: state_dict\['bias'\] must be an array of real numbers",
+        ),
+    ],
+)
+def test_from_torch_checks_its_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_from_torch_takes_tensors_that_require_grad():
+    torch = pytest.importorskip("torch")
+    layer = torch.nn.Conv2d(3, 8, 3)  # weights require grad
+    params = from_torch.conv_params(layer.state_dict(keep_vars=True))
+    module = convjax.nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0))
+    from_torch.load(module, params)
+    np.testing.assert_array_equal(module.bias[...], layer.bias.detach().numpy())
+    from_torch.load(module, {"bias": layer.bias})  # a tensor as a parameter value, too
+
+
+# -- modules: checked at construction -----------------------------------------------------------
+
+BAD_OPTIONS = [
+    ({"strides": 0}, ValueError, r"strides must be >= 1 in every dim, got \(0, 0\)"),
+    ({"strides": (1, 1, 1)}, ValueError, r"strides needs one entry per spatial dim \(2\), got 3"),
+    ({"padding_mode": "zero"}, ValueError, r"padding_mode must be one of .* got 'zero'"),
+    ({"padding": "HALF"}, ValueError, r"padding must be one of \('VALID', 'SAME'"),
+    ({"padding": (1, 1, 1)}, ValueError, r"padding needs one entry per spatial dim \(2\), got 3"),
+    ({"kernel_dilation": (1, 0)}, ValueError, r"kernel_dilation must be >= 1 in every dim"),
+    ({"impl": "cudnn"}, ValueError, r"impl must be one of"),
+    ({"param_dtype": jnp.int32}, TypeError, r"param_dtype must be a floating dtype .*'int32'"),
+    ({"dtype": "int8"}, TypeError, r"dtype must be a floating dtype .* or None, got 'int8'"),
+    ({"precision": "HIGHEST"}, ValueError, r"precision must be None, a jax.lax.Precision"),
+    ({"preferred_element_type": jnp.int32}, TypeError, r"preferred_element_type must be a"),
+    ({"use_bias": "yes"}, TypeError, r"use_bias must be a bool, got 'yes'"),
+    ({"kernel_init": 0.1}, TypeError, r"kernel_init must be an initialiser"),
+]
+
+MODULES = {
+    "Conv": ((4, 6, (3, 3)), (6, (3, 3))),
+    "ConvTranspose": ((4, 6, (3, 3)), (6, (3, 3))),
+    "DepthwiseConv": ((4, (3, 3)), ((3, 3),)),
+    "DepthwiseSeparableConv": ((4, 6, (3, 3)), (6, (3, 3))),
+    "SpatialSeparableConv": ((4, 6, (3, 3)), (6, (3, 3))),
+}
+
+
+@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("options, error, match", BAD_OPTIONS, ids=lambda v: str(v)[:40])
+def test_modules_check_options_at_construction(name, options, error, match):
+    nnx_args, linen_args = MODULES[name]
+    with pytest.raises(error, match=rf"^{name}: {match}"):
+        getattr(convjax.nnx, name)(*nnx_args, **options, rngs=nnx.Rngs(0))
+    with pytest.raises(error, match=rf"^{name}: {match}"):
+        getattr(convjax.linen, name)(*linen_args, **options)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (
+            {"strides": 2, "output_padding": 2},
+            r"output_padding must be smaller than the stride or the dilation in every dim, got "
+            r"output_padding \(2, 2\) with strides \(2, 2\) and kernel_dilation \(1, 1\)",
+        ),
+        (
+            {"strides": 2, "padding": "SAME", "output_padding": 1},
+            r"output_padding must be 0 with padding 'SAME'",
+        ),
+        (
+            {"strides": 2, "output_padding": 1, "output_shape": (9, 9)},
+            r"pass output_padding or output_shape, not both",
+        ),
+        ({"output_shape": (9, 9, 9)}, r"output_shape needs one entry per spatial dim \(2\)"),
+    ],
+)
+def test_conv_transpose_modules_check_output_size_options(options, match):
+    with pytest.raises(ValueError, match=rf"^ConvTranspose: {match}"):
+        convjax.nnx.ConvTranspose(4, 6, (3, 3), **options, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=rf"^ConvTranspose: {match}"):
+        convjax.linen.ConvTranspose(6, (3, 3), **options)
+
+
+def test_linen_modules_inside_a_parent_check_at_construction():
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return convjax.linen.DepthwiseConv((3, 3), depth_multiplier=0)(x)
+
+    with pytest.raises(ValueError, match=r"^DepthwiseConv: depth_multiplier must be >= 1, got 0"):
+        Model().init(jax.random.key(0), X)
