@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 if TYPE_CHECKING:
@@ -49,6 +50,12 @@ class LaxBackend:
     """``lax.conv_general_dilated`` with kernel dilation and feature groups.
 
     Non-zero padding modes pad the input with ``jnp.pad`` first, then convolve with no padding.
+
+    Non-finite values follow XLA's convolution, which on the CPU departs from convjax's rule
+    (zero padding acts as explicit zeros; nothing reaches an output that does not read it) in
+    two ways: a grouped convolution mixes the groups, so a NaN or inf in one group makes the
+    other groups' outputs at that position NaN, and the kernel gradient skips the taps that read
+    zero padding.  Every other backend follows the rule exactly.
     """
 
     name: str = dataclasses.field(default="lax", init=False)
@@ -76,28 +83,30 @@ class LaxBackend:
 class GatherBackend:
     """Explicit index arithmetic: gather every (output position, tap) pair, then contract.
 
-    Never calls a lax convolution.  The output is computed in chunks of batch elements and
-    first-axis output rows so that the gathered patches of one chunk take at most
-    ``memory_budget`` bytes; chunks are rematerialised under differentiation so the backward
-    pass stays within the same bound.
+    Never calls a lax convolution.  The output is computed in blocks over the batch and the
+    output axes so that one block's gathered patches, with their cotangent and a relayout under
+    differentiation, take at most ``memory_budget`` bytes (one output position's patch at
+    least); blocks are rematerialised under differentiation so the backward pass stays within
+    the same bound.  Beyond it the scratch holds a few input- and output-sized buffers (the
+    zero-padded input, the output in blocks, their cotangents): at most ``memory_budget + 2 ·
+    (input bytes + output bytes)`` in all, as XLA's ``memory_analysis`` measures it.
 
     Attributes:
-      memory_budget: bytes one chunk's patches may take (default 512 MiB).
+      memory_budget: bytes one block's patches (and their cotangent) may take (default 512 MiB).
     """
 
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     name: str = dataclasses.field(default="gather", init=False)
 
     def __post_init__(self):
-        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
+        budget = self.memory_budget
+        if isinstance(budget, bool | np.bool_) or not isinstance(budget, int | np.integer):
             raise TypeError(
-                f"GatherBackend: memory_budget must be an int number of bytes, got "
-                f"{self.memory_budget!r}."
+                f"GatherBackend: memory_budget must be an int number of bytes, got {budget!r}."
             )
-        if self.memory_budget < 1:
-            raise ValueError(
-                f"GatherBackend: memory_budget must be >= 1 byte, got {self.memory_budget}."
-            )
+        if budget < 1:
+            raise ValueError(f"GatherBackend: memory_budget must be >= 1 byte, got {budget}.")
+        object.__setattr__(self, "memory_budget", int(budget))  # NumPy ints hash as Python's
 
     def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
         from convjax._src.gather import gather_conv

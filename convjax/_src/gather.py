@@ -4,18 +4,19 @@ For every spatial axis and every (output position ``o``, kernel tap ``t``) the i
 
     position[o, t] = o·s − lo + t·d          (a coordinate of the unpadded input, maybe outside)
     index[o, t]    = the input element that padding mode reads there
-    valid[o, t]    = False where zero padding is read (a mask, not an index)
+    valid[o, t]    = False where zero padding is read
 
-The N axes' maps are broadcast against each other to gather ``[B, o₁, k₁, …, o_N, k_N, C_in]``
-patches, which one ``einsum`` contracts with the kernel.  No lax convolution is involved.
+Zero padding is a zero cell appended to each spatial axis of the input: an invalid tap reads it,
+so padding contributes an exact zero and a NaN or inf anywhere in ``x`` reaches only the outputs
+whose windows cover it (as on the lax path).  The N axes' maps are broadcast against each other
+to gather ``[B, o₁, …, o_N, k₁, …, k_N, C_in]`` patches, which one ``einsum`` contracts with the
+kernel.  No lax convolution is involved.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import string
 from collections.abc import Sequence
 
 import jax
@@ -42,6 +43,12 @@ class AxisIndexMap:
     index: np.ndarray
     valid: np.ndarray
     size: int
+
+    @property
+    def reads(self) -> np.ndarray:
+        """``[out, window]``: ``index`` where valid, else ``size``, the zero cell the gather path
+        appends to the axis."""
+        return np.where(self.valid, self.index, self.size).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -110,96 +117,102 @@ def build_index_map(
     return IndexMap(tuple(axes), spec.padding_mode)
 
 
-def _broadcast_axis(array, axis: int, ndim: int):
-    """Place an ``[out, window]`` array at dims ``(2·axis, 2·axis + 1)`` of a ``2·ndim`` grid."""
-    shape = [1] * (2 * ndim)
-    shape[2 * axis : 2 * axis + 2] = array.shape
-    return array.reshape(shape)
+def block_shape(sizes: Sequence[int], unit_bytes: int, budget: int) -> tuple[int, ...]:
+    """Block sizes over ``sizes`` (batch, then the output axes) such that a block of
+    ``unit_bytes`` per element takes at most ``budget`` bytes, or one element if that is
+    larger: trailing dims whole while they fit, then the next split into as few equal blocks as
+    fit, 1 before (so the blocks, in order, tile the array row-major).
+
+    >>> block_shape((4, 10, 10), unit_bytes=8, budget=800)  # everything is 3200 bytes
+    (1, 10, 10)
+    >>> block_shape((4, 10, 10), unit_bytes=8, budget=320)  # 40 elements: 4 rows, in 3 blocks
+    (1, 4, 10)
+    """
+    fit = max(budget // max(unit_bytes, 1), 1)
+    block = [1] * len(sizes)
+    for dim in reversed(range(len(sizes))):
+        if sizes[dim] <= fit:
+            block[dim] = sizes[dim]
+            fit //= max(sizes[dim], 1)
+        else:
+            pieces = -(-sizes[dim] // fit)
+            block[dim] = -(-sizes[dim] // pieces)
+            break
+    return tuple(block)
 
 
-def _contract(x, kernel, first_index, first_valid, rest, spec, masked, precision, pet):
-    """Gather the patches of one chunk and contract them with the kernel."""
-    ndim = spec.ndim
-    indices = [first_index, *(jnp.asarray(axis.index) for axis in rest)]
-    indexers = [_broadcast_axis(ix, a, ndim) for a, ix in enumerate(indices)]
-    patches = x[(slice(None), *indexers, slice(None))]  # [b, o1, k1, ..., oN, kN, C_in]
-    if masked:
-        valid = [first_valid, *(jnp.asarray(axis.valid) for axis in rest)]
-        mask = functools.reduce(
-            jnp.logical_and, [_broadcast_axis(v, a, ndim) for a, v in enumerate(valid)]
-        )
-        patches = patches * mask[None, ..., None].astype(patches.dtype)
-    groups = spec.groups
-    patches = patches.reshape(*patches.shape[:-1], groups, -1)
-    kernel = kernel.reshape(*kernel.shape[:-1], groups, -1)
-    letters = iter(string.ascii_letters)
-    b, g, c, j = (next(letters) for _ in range(4))
-    outs, taps = [], []
-    for _ in range(ndim):
-        outs.append(next(letters))
-        taps.append(next(letters))
-    grid = "".join(o + t for o, t in zip(outs, taps, strict=True))
-    formula = f"{b}{grid}{g}{c},{''.join(taps)}{c}{g}{j}->{b}{''.join(outs)}{g}{j}"
-    y = jnp.einsum(formula, patches, kernel, precision=precision, preferred_element_type=pet)
-    return y.reshape(*y.shape[:-2], -1)
+def _contract(patches, kernel, groups, precision, preferred_element_type):
+    """``[b, *o, *t, C_in]`` patches by a ``[*t, C_in // groups, C_out]`` kernel: ``[b, *o,
+    C_out]``."""
+    ndim = kernel.ndim - 2
+    k = math.prod(kernel.shape[:ndim])
+    lead = patches.shape[: patches.ndim - ndim - 1]
+    patches = patches.reshape(*lead, k, groups, patches.shape[-1] // groups)
+    kernel = kernel.reshape(k, kernel.shape[-2], groups, kernel.shape[-1] // groups)
+    y = jnp.einsum(
+        "...kgc,kcgj->...gj",
+        patches,
+        kernel,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    return y.reshape(*lead, -1)
 
 
 def gather_conv(
     x, kernel, spec: ConvSpec, *, memory_budget, precision=None, preferred_element_type=None
 ):
-    """``x: [B, *spatial, C_in]`` convolved by gather; see the module docstring."""
+    """``x: [B, *spatial, C_in]`` convolved by gather; see the module docstring.
+
+    The output is computed in blocks over the batch and the output axes so that the patches of
+    one block take at most ``memory_budget / 3`` bytes, or one output position's patch if that
+    is larger: under differentiation a block's patches, their cotangent and one relayout of
+    them are live together.  Blocks run in a ``lax.map`` and are rematerialised for the backward
+    pass.
+    """
     ndim = spec.ndim
     batch, c_in = x.shape[0], x.shape[-1]
     window = kernel.shape[:ndim]
     plan = build_index_map(spec, x.shape[1:-1], window)
-    masked = spec.padding_mode == "zeros" and not all(axis.valid.all() for axis in plan.axes)
-    first, rest = plan.axes[0], plan.axes[1:]
-    rows = first.index.shape[0]
-
-    # A chunk's patches are live with their cotangent and the mask under differentiation:
-    # give each a third of the budget.
-    chunk_budget = max(memory_budget // 3, 1)
+    out = plan.output_spatial
     itemsize = np.dtype(x.dtype).itemsize
-    row_bytes = math.prod(plan.output_spatial[1:]) * math.prod(window) * c_in * itemsize
-    if batch * rows * row_bytes <= chunk_budget:
-        chunk_batch, chunk_rows = batch, rows
-    elif batch * row_bytes <= chunk_budget:
-        chunk_batch, chunk_rows = batch, chunk_budget // (batch * row_bytes)
-    else:
-        chunk_batch, chunk_rows = max(1, chunk_budget // row_bytes), 1
+    unit = math.prod(window) * c_in * itemsize  # one output position's patch
+    block = block_shape((batch, *out), unit, max(memory_budget // 3, 1))
+    counts = [-(-n // b) for n, b in zip((batch, *out), block, strict=True)]
+    # Every axis gets its zero cell; a block past the end of an axis reads it too.
+    x = jnp.pad(x, ((0, counts[0] * block[0] - batch), *((0, 1),) * ndim, (0, 0)))
+    tables = []
+    for axis, n, b in zip(plan.axes, counts[1:], block[1:], strict=True):
+        reads = axis.reads
+        filler = np.full((n * b - reads.shape[0], reads.shape[1]), axis.size, np.int32)
+        tables.append(np.concatenate([reads, filler]).reshape(n, b, -1))
 
-    def contract(xc, first_index, first_valid):
-        return _contract(
-            xc,
-            kernel,
-            first_index,
-            first_valid,
-            rest,
-            spec,
-            masked,
-            precision,
-            preferred_element_type,
-        )
+    def contract(xb, reads):
+        indexers = []
+        for a, r in enumerate(reads):
+            shape = [1] * (2 * ndim)
+            shape[a], shape[ndim + a] = r.shape
+            indexers.append(r.reshape(shape))
+        patches = xb[(slice(None), *indexers, slice(None))]  # [b, *o, *t, C_in]
+        return _contract(patches, kernel, spec.groups, precision, preferred_element_type)
 
-    if chunk_batch == batch and chunk_rows == rows:
-        return contract(x, jnp.asarray(first.index), jnp.asarray(first.valid))
+    if math.prod(counts) == 1:
+        return contract(x[:batch], [table[0] for table in tables])
 
-    contract = jax.checkpoint(contract)  # keep only the inputs of each chunk for the backward
-    n_rows = -(-rows // chunk_rows)
-    extra = n_rows * chunk_rows - rows
-    first_index = np.pad(first.index, ((0, extra), (0, 0))).reshape(n_rows, chunk_rows, -1)
-    first_valid = np.pad(first.valid, ((0, extra), (0, 0))).reshape(n_rows, chunk_rows, -1)
+    @jax.checkpoint  # keep only each block's inputs for the backward pass
+    def one_block(index):
+        coords, rest = [], index
+        for n in reversed(counts):
+            coords.append(rest % n)
+            rest = rest // n
+        coords.reverse()
+        xb = lax.dynamic_slice_in_dim(x, coords[0] * block[0], block[0], axis=0)
+        reads = [jnp.asarray(table)[c] for table, c in zip(tables, coords[1:], strict=True)]
+        return contract(xb, reads)
 
-    def over_rows(xc):
-        if n_rows == 1:
-            return contract(xc, jnp.asarray(first_index[0]), jnp.asarray(first_valid[0]))
-        y = lax.map(lambda iv: contract(xc, *iv), (first_index, first_valid))
-        y = jnp.moveaxis(y, 0, 1)  # [b, n_rows, chunk_rows, ...]
-        return y.reshape(y.shape[0], n_rows * chunk_rows, *y.shape[3:])[:, :rows]
-
-    n_batch = -(-batch // chunk_batch)
-    if n_batch == 1:
-        return over_rows(x)
-    x = jnp.pad(x, ((0, n_batch * chunk_batch - batch),) + ((0, 0),) * (x.ndim - 1))
-    y = lax.map(over_rows, x.reshape(n_batch, chunk_batch, *x.shape[1:]))
-    return y.reshape(n_batch * chunk_batch, *y.shape[2:])[:batch]
+    y = lax.map(one_block, jnp.arange(math.prod(counts)))  # [blocks, *block, C_out]
+    y = y.reshape(*counts, *block, y.shape[-1])
+    order = [i for d in range(ndim + 1) for i in (d, ndim + 1 + d)]
+    y = y.transpose(*order, 2 * ndim + 2)
+    y = y.reshape(*(n * b for n, b in zip(counts, block, strict=True)), y.shape[-1])
+    return y[(slice(0, batch), *(slice(0, o) for o in out))]
