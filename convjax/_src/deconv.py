@@ -1,16 +1,19 @@
 """Deconvolution: the inverse of a convolution, not its transpose.
 
 A transposed convolution only restores the *shape* of the forward conv's input; a deconvolution
-restores its *values*.  Both methods here solve the same Tikhonov-regularised least-squares
-problem for the forward convolution ``A = conv(·, kernel, **options)``:
+restores its *values*.  For the forward convolution ``A = conv(·, kernel, **options)`` the
+problem is the Tikhonov-regularised least squares
 
     x̂ = argmin_x ‖A x − y‖² + λ ‖x‖²
 
-- ``"wiener"``: in closed form, one small linear solve per frequency.  Exact for stride-1
-  convolutions that are diagonal in the discrete Fourier basis: circular padding with a
-  same-size output, and zero padding with the whole linear ("FULL") output.
 - ``"lsq"``: conjugate gradients on the normal equations ``(AᵀA + λI) x = Aᵀ y``, using
-  :func:`~convjax.conv` and :func:`~convjax.conv_transpose`; any convolution convjax expresses.
+  :func:`~convjax.conv` and :func:`~convjax.conv_transpose`: this problem, for any convolution
+  convjax expresses and any ``y``, to the tolerance asked for.
+- ``"wiener"``: in closed form, one small linear solve per frequency, for stride-1 convolutions.
+  With circular padding and a same-size output the convolution is circulant and this *is* the
+  problem above, for any ``y``.  With zero padding Wiener solves the *periodic* problem on a
+  zero-extended grid (see :func:`deconvolve`), which is the problem above only when its solution
+  vanishes on the extension: noise-free ``y`` with ``padding="FULL"`` and ``λ = 0``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ import numpy as np
 from jax import lax
 
 from convjax._src import shapes
-from convjax._src.spec import Padding, check_arrays, check_dtypes
+from convjax._src.spec import (
+    Padding,
+    check_arrays,
+    check_dtypes,
+    check_int,
+    check_precision,
+    check_real,
+    op_name,
+)
 from convjax._src.transpose import ConvOperator, transpose_operator
 
 METHODS = ("wiener", "lsq")
@@ -38,26 +49,11 @@ class DeconvolveInfo(NamedTuple):
     Attributes:
       iterations: conjugate-gradient iterations run (0 for ``"wiener"``).
       residual: ``‖conv(x̂) − y‖ / ‖y‖`` of the returned ``x̂``, one per batch element (shape
-        ``y.shape[:-ndim - 1]``).
+        ``y.shape[:-ndim - 1]``); where ``y`` is all zeros, the absolute ``‖conv(x̂)‖``.
     """
 
     iterations: jax.Array
     residual: jax.Array
-
-
-def _check_number(op: str, name: str, value: Any, *, integer: bool = False) -> None:
-    """A non-negative real (or int) option; traced values are left to the caller."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    if not ok and not integer and hasattr(value, "shape") and np.shape(value) == ():
-        ok = np.issubdtype(np.asarray(value).dtype, np.floating)
-    if not ok:
-        kind = "an int" if integer else "a real number"
-        raise TypeError(f"{op}: {name} must be {kind}, got {value!r}.")
-    if not float(value) >= 0 or not math.isfinite(float(value)):
-        raise ValueError(f"{op}: {name} must be finite and >= 0, got {value!r}.")
 
 
 def deconvolve(
@@ -92,21 +88,26 @@ def deconvolve(
     of ``x`` is found as :func:`~convjax.conv_transpose` finds its result's (``output_padding``
     or ``input_shape``), so ``x̂`` has the shape ``conv_transpose(y, kernel, **options)`` has.
 
-    ``method="wiener"`` solves it in closed form per frequency: ``X = (Hᴴ H + λ I)⁻¹ Hᴴ Y``
+    ``method="wiener"`` solves it in closed form per frequency: ``X = (Hᴴ H + λ I)⁺ Hᴴ Y``
     with ``H(f)`` the ``C_out × C_in`` transfer matrix (block diagonal over groups; a scalar for
-    depthwise kernels; ``Hᴴ (H Hᴴ + λ I)⁻¹ Y`` when a group has fewer outputs than inputs).
-    For a constant noise-to-signal power ratio this is the Wiener filter with ``λ`` = that
-    ratio.  It needs ``strides == 1`` and inverts exactly:
+    depthwise kernels; ``Hᴴ (H Hᴴ + λ I)⁺ Y`` when a group has fewer outputs than inputs).  For
+    a constant noise-to-signal power ratio this is the Wiener filter with ``λ`` = that ratio.
+    With ``λ = 0`` and a singular ``H(f)`` it is the pseudo-inverse at that frequency, for
+    scalar and matrix transfer functions alike.  It needs ``strides == 1`` and:
 
     - ``padding_mode="circular"`` with a same-size output (``lo + hi = k̂ − 1``, e.g.
-      ``"SAME"``): the conv is circulant, diagonal in the DFT of size ``i``;
+      ``"SAME"``): the conv is circulant, diagonal in the DFT of size ``i``, and Wiener is the
+      exact minimiser above for any ``y`` and ``λ`` (as ``"lsq"`` is);
     - ``padding_mode="zeros"``: the conv is a window of the linear convolution, which is
-      circulant on a zero-extended grid of ``i + k̂ − 1``; Wiener solves there and keeps the
-      first ``i``.  With ``padding="FULL"`` ``y`` is the whole linear convolution and the
-      inverse (``λ = 0``) is exact; ``λ > 0`` then damps the extended grid's unknowns too,
-      close to but not exactly the problem above.  With a smaller padding the unseen border
-      of the linear convolution is taken as zero: approximate near the border.  Use ``"lsq"``
-      for the exact least-squares answer of any zero-padded conv.
+      circulant on the grid of ``n = i + k̂ − 1`` samples.  Wiener places ``y`` on that grid
+      (zero where the padding cut the linear convolution off), solves the *periodic* problem
+      ``argmin_z ‖C z − y_n‖² + λ ‖z‖²`` over all ``z`` of size ``n``, and returns the first
+      ``i`` samples of ``z``.  That is the minimiser above only when the periodic solution is
+      zero on the last ``k̂ − 1`` samples, as it is for noise-free ``y = conv(x)`` with
+      ``padding="FULL"``, ``λ = 0`` and an invertible ``H``: then Wiener returns ``x`` exactly.
+      With noise or ``λ > 0`` the periodic answer is a different (and by the objective above
+      worse) one; with a smaller padding the unseen border of the linear convolution is taken
+      as zero.  Use ``"lsq"`` for the minimiser of any zero-padded conv.
 
     ``method="lsq"`` runs conjugate gradients on ``(AᵀA + λI) x = Aᵀ y`` with ``A = conv`` and
     ``Aᵀ = conv_transpose`` on backend ``impl``, from ``x = 0``, one independent solve per
@@ -125,8 +126,8 @@ def deconvolve(
         :func:`~convjax.conv`).
       method: ``"wiener"`` or ``"lsq"``.
       regularization: ``λ >= 0``, the Tikhonov weight (for Wiener: the noise-to-signal power
-        ratio).  With ``λ = 0`` Wiener needs invertible transfer matrices (a scalar transfer
-        function with zeros gives the pseudo-inverse).
+        ratio).  With ``λ = 0`` Wiener takes the pseudo-inverse where a transfer matrix is
+        singular.  A traced value is not checked.
       strides, padding, dilation, groups, padding_mode: the forward conv's options.
       output_padding: picks the size of ``x`` among those giving ``y``, as in
         :func:`~convjax.conv_transpose`.
@@ -154,13 +155,15 @@ def deconvolve(
       Wiener (1949); Hansen, "Deblurring Images: Matrices, Spectra, and Filtering" (2006);
       Paige & Saunders, "LSQR" (1982) for conjugate gradients on least squares.
     """
-    op = "deconvolve"
+    op = op_name("deconvolve")
     check_arrays(op, y=y, kernel=kernel)
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{op}: method must be one of {METHODS}, got {method!r}.")
-    _check_number(op, "regularization", regularization)
-    _check_number(op, "tol", tol)
-    _check_number(op, "max_iters", max_iters, integer=True)
+    if not isinstance(regularization, jax.core.Tracer):  # a traced weight is the caller's
+        check_real(op, "regularization", regularization)
+    tol = check_real(op, "tol", tol)
+    max_iters = check_int(op, "max_iters", max_iters, minimum=0)
+    check_precision(op, precision)
     operator = transpose_operator(
         op,
         y.shape,
@@ -188,7 +191,8 @@ def deconvolve(
     ndim = operator.spec.ndim
     axes = tuple(range(y.ndim - ndim - 1, y.ndim))
     misfit = operator.forward(x, kernel, precision=precision) - y
-    residual = jnp.sqrt(jnp.sum(misfit * misfit, axis=axes) / jnp.sum(y * y, axis=axes))
+    misfit, scale = jnp.sum(misfit * misfit, axis=axes), jnp.sum(y * y, axis=axes)
+    residual = jnp.sqrt(misfit / jnp.where(scale > 0, scale, jnp.ones_like(scale)))
     return x, DeconvolveInfo(iterations, residual)
 
 
@@ -249,7 +253,7 @@ def _wiener(op: str, y, kernel, operator: ConvOperator, regularization, precisio
     transfer = jnp.fft.rfftn(g, axes=spatial_axes)  # [*freq, C, C_out]
 
     batch_shape = frame.shape[: frame.ndim - ndim - 1]
-    flat = frame.reshape(-1, *frame.shape[-ndim - 1 :])  # [B, *grid, C_out]
+    flat = frame.reshape(math.prod(batch_shape), *frame.shape[-ndim - 1 :])  # [B, *grid, C_out]
     spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, ndim + 1)))  # [B, *freq, C_out]
     groups, c = spec.groups, kernel.shape[-2]
     j = kernel.shape[-1] // groups
@@ -270,14 +274,14 @@ def _wiener(op: str, y, kernel, operator: ConvOperator, regularization, precisio
         else:
             power = jnp.sum(jnp.abs(h) ** 2, axis=-1, keepdims=True)  # [..., 1, 1] HHᴴ
             solution = jnp.matmul(h_conj, _safe_divide(rhs, power + lam), precision=precision)
-    elif c <= j:
+    elif c <= j:  # (HᴴH + λI)⁺: the inverse for λ > 0, the pseudo-inverse where singular
         gram = jnp.matmul(h_conj, h, precision=precision)
-        eye = _eye(lam, c, gram)
-        solution = jnp.linalg.solve(gram + eye, jnp.matmul(h_conj, rhs, precision=precision))
+        inverse = jnp.linalg.pinv(gram + _eye(lam, c, gram), hermitian=True)
+        solution = jnp.matmul(inverse, jnp.matmul(h_conj, rhs, precision=precision))
     else:
         gram = jnp.matmul(h, h_conj, precision=precision)
-        eye = _eye(lam, j, gram)
-        solution = jnp.matmul(h_conj, jnp.linalg.solve(gram + eye, rhs), precision=precision)
+        inverse = jnp.linalg.pinv(gram + _eye(lam, j, gram), hermitian=True)
+        solution = jnp.matmul(h_conj, jnp.matmul(inverse, rhs), precision=precision)
     solution = jnp.moveaxis(solution, -1, 0)  # [B, *freq, groups, C]
     solution = solution.reshape(*solution.shape[:-2], groups * c)
     x = jnp.fft.irfftn(solution, s=grid, axes=tuple(range(1, ndim + 1)))
