@@ -147,6 +147,15 @@ def _contract(patches, kernel, groups, precision, preferred_element_type):
     ndim = kernel.ndim - 2
     k = math.prod(kernel.shape[:ndim])
     lead = patches.shape[: patches.ndim - ndim - 1]
+    if groups == 1:  # one matrix product, [*lead, K·C_in] @ [K·C_in, C_out]
+        y = jnp.einsum(
+            "...k,kj->...j",
+            patches.reshape(*lead, -1),
+            kernel.reshape(-1, kernel.shape[-1]),
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+        return y
     patches = patches.reshape(*lead, k, groups, patches.shape[-1] // groups)
     kernel = kernel.reshape(k, kernel.shape[-2], groups, kernel.shape[-1] // groups)
     y = jnp.einsum(
