@@ -1,10 +1,19 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
 from convjax import from_torch, linen, nnx
-from convjax._src.backends import GatherBackend, LaxBackend
+from convjax._src.backends import (
+    AutoBackend,
+    FFTBackend,
+    Formulation,
+    GatherBackend,
+    LaxBackend,
+    TapsBackend,
+    formulations,
+)
 from convjax._src.conv import conv, depthwise_conv, dilated_conv, index_map, output_shape
 from convjax._src.counting import Layer, ReceptiveField, flop_count, param_count, receptive_field
 from convjax._src.deconv import DeconvolveInfo, deconvolve
+from convjax._src.dispatch import auto_choice
 from convjax._src.gather import AxisIndexMap, IndexMap
 from convjax._src.separable import (
     SeparableFactors,
@@ -24,15 +33,20 @@ from convjax._src.transpose import conv_transpose
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoBackend",
     "AxisIndexMap",
     "ConvSpec",
     "DeconvolveInfo",
+    "FFTBackend",
+    "Formulation",
     "GatherBackend",
     "IndexMap",
     "LaxBackend",
     "Layer",
     "ReceptiveField",
     "SeparableFactors",
+    "TapsBackend",
+    "auto_choice",
     "conv",
     "conv_output_size",
     "conv_transpose",
@@ -43,6 +57,7 @@ __all__ = [
     "dilated_conv",
     "effective_window",
     "flop_count",
+    "formulations",
     "from_torch",
     "index_map",
     "linen",

@@ -174,27 +174,32 @@ def test_every_variant_against_xla(bias):
 
     variants = [
         (
-            biased(functools.partial(convjax.conv, strides=2, padding="SAME"), 16),
+            biased(functools.partial(convjax.conv, strides=2, padding="SAME", impl="lax"), 16),
             [(3, 3, 8, 16)],
             Layer((3, 3, 8, 16), strides=2, padding="SAME", bias=bias),
         ),
         (
-            biased(functools.partial(convjax.dilated_conv, rate=(2, 3), padding=2), 4),
+            biased(functools.partial(convjax.dilated_conv, rate=(2, 3), padding=2, impl="lax"), 4),
             [(3, 3, 8, 4)],
             Layer((3, 3, 8, 4), dilation=(2, 3), padding=2, bias=bias),
         ),
         (
-            biased(functools.partial(convjax.conv, groups=4, padding="CAUSAL"), 12),
+            biased(functools.partial(convjax.conv, groups=4, padding="CAUSAL", impl="lax"), 12),
             [(2, 3, 2, 12)],
             Layer((2, 3, 2, 12), groups=4, padding="CAUSAL", bias=bias),
         ),
         (
-            biased(functools.partial(convjax.depthwise_conv, padding="SAME"), 16),
+            biased(functools.partial(convjax.depthwise_conv, padding="SAME", impl="lax"), 16),
             [(3, 3, 1, 16)],
             Layer((3, 3, 1, 16), groups=8, padding="SAME", bias=bias),
         ),
         (
-            biased(functools.partial(convjax.depthwise_separable_conv, strides=2, padding=1), 5),
+            biased(
+                functools.partial(
+                    convjax.depthwise_separable_conv, strides=2, padding=1, impl="lax"
+                ),
+                5,
+            ),
             [(3, 3, 1, 16), (16, 5)],
             Layer.depthwise_separable(
                 (3, 3, 1, 16), (16, 5), depth_multiplier=2, strides=2, padding=1, bias=bias
@@ -203,7 +208,7 @@ def test_every_variant_against_xla(bias):
         (
             biased(
                 lambda x, a, b: convjax.spatial_separable_conv(
-                    x, [a, b], padding="SAME", strides=(1, 2), groups=2
+                    x, [a, b], padding="SAME", strides=(1, 2), groups=2, impl="lax"
                 ),
                 6,
             ),
@@ -236,7 +241,7 @@ def test_transposed_counts_the_forward_conv_and_matches_xla(
         transpose=True,
         output_padding=output_padding,
     )
-    options = dict(strides=strides, padding=padding, dilation=dilation)
+    options = dict(strides=strides, padding=padding, dilation=dilation, impl="lax")
 
     def transposed(x, kernel):
         return convjax.conv_transpose(x, kernel, output_padding=output_padding, **options)
@@ -272,9 +277,9 @@ def test_stack_counts_flow_through_the_shapes():
     x = (2, 16, 16, 3)
 
     def net(x, k1, dw, pw, kt):
-        y = convjax.conv(x, k1, strides=2, padding="SAME") + 1.0
-        y = convjax.depthwise_separable_conv(y, dw, pw, padding="SAME") + 1.0
-        return convjax.conv_transpose(y, kt, strides=2)
+        y = convjax.conv(x, k1, strides=2, padding="SAME", impl="lax") + 1.0
+        y = convjax.depthwise_separable_conv(y, dw, pw, padding="SAME", impl="lax") + 1.0
+        return convjax.conv_transpose(y, kt, strides=2, impl="lax")
 
     xla = xla_flops(net, x, *shapes)
     assert convjax.flop_count(stack, x, unit="flops", count_padding=False) == xla

@@ -81,7 +81,13 @@ K = jnp.zeros((3, 3, 4, 6), jnp.float32)
             r"conv: the output would be empty: spatial output \(0, 6\)",
         ),
         (X, K, {"dilation": 4}, ValueError, r"output would be empty"),
-        (X, K, {"impl": "cudnn"}, ValueError, r"impl must be one of \('lax', 'gather'\)"),
+        (
+            X,
+            K,
+            {"impl": "cudnn"},
+            ValueError,
+            r"impl must be one of \('auto', 'lax', 'gather', 'taps', 'fft'\)",
+        ),
         (X, K, {"impl": 3}, TypeError, r"impl must be one of"),
         (
             X.astype(jnp.int32),

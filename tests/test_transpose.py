@@ -11,7 +11,7 @@ import pytest
 import reference
 from cases import CASES, case_id, configs
 from helpers import IMPLS, assert_close, fan_in, operands
-from hypothesis import given, settings
+from hypothesis import given
 from jax.test_util import check_grads
 
 import convjax
@@ -138,20 +138,6 @@ def test_random_configs_adjoint_identity_and_vjp_float64(case):
     assert_close(results["gather"], results["lax"], np.float64, fan_in(case))
 
 
-@settings(max_examples=max(5, settings.default.max_examples // 4))  # compiles two programs each
-@given(case=configs(max_ndim=2))
-def test_random_configs_lax_equals_gather_float32_jit(case):
-    _, kernel = operands(case, np.float32)
-    y = cotangent(case, np.float32)
-    lax_r = transpose(case, y, kernel, impl="lax", jit=True)
-    gather_r = transpose(case, y, kernel, impl="gather", jit=True)
-    assert lax_r.dtype == gather_r.dtype == jnp.float32
-    want = transpose(case, y.astype(jnp.float64), kernel.astype(jnp.float64))
-    scale = fan_in(case) * math.prod(case["kernel_shape"][:-2])  # overlapping scatters add up
-    assert_close(lax_r, want, np.float32, scale)
-    assert_close(gather_r, want, np.float32, scale)
-
-
 def test_output_padding_restores_every_forward_size():
     """s input sizes share one forward output size; output_padding a picks each back."""
     rng = np.random.default_rng(0)
@@ -213,20 +199,22 @@ def test_output_padding_at_least_stride_is_the_adjoint_of_the_cropped_conv(impl)
 
 
 def test_lax_path_is_the_backward_data_conv_and_gather_has_no_conv():
+    """In the compiled program: lax runs one input-dilated conv over the flipped kernel (XLA's
+    backward-data conv), gather a scatter-add and no convolution."""
     y, kernel = jnp.ones((2, 4, 4, 3)), jnp.ones((3, 3, 2, 3))
 
-    def primitives(impl):
+    def compiled(impl):
         f = functools.partial(
             convjax.conv_transpose, strides=2, padding=1, output_padding=1, impl=impl
         )
-        return [eqn for eqn in jax.make_jaxpr(f)(y, kernel).jaxpr.eqns]
+        return jax.jit(f).lower(y, kernel).compile().as_text()
 
-    lax_eqns = primitives("lax")
-    convs = [e for e in lax_eqns if e.primitive.name == "conv_general_dilated"]
-    assert len(convs) == 1 and convs[0].params["lhs_dilation"] == (2, 2)
-    assert any(e.primitive.name == "rev" for e in lax_eqns)  # the flipped kernel, in-graph
-    names = {e.primitive.name for e in primitives("gather")}
-    assert "conv_general_dilated" not in names and "scatter-add" in names
+    lax_hlo = compiled("lax")
+    convs = [line for line in lax_hlo.splitlines() if " convolution(" in line]
+    assert len(convs) == 1 and "lhs_dilate=2x2" in convs[0], convs
+    assert " reverse(" in lax_hlo  # the flipped kernel
+    gather_hlo = compiled("gather")
+    assert " convolution(" not in gather_hlo and " scatter(" in gather_hlo
 
 
 @pytest.mark.parametrize("budget", [1, 2_000])
@@ -275,14 +263,18 @@ def test_vmap_over_inputs_and_kernels(case, impl):
         convjax.conv_transpose, impl=impl, output_shape=forward_sizes(case)[0], **case["options"]
     )
     ys = jnp.stack([y, 2 * y, -y])
-    np.testing.assert_allclose(jax.vmap(f, (0, None))(ys, kernel), f(ys, kernel), atol=1e-12)
+    batched = jax.jit(jax.vmap(f, (0, None)))(ys, kernel)
+    np.testing.assert_allclose(batched, f(ys, kernel), atol=1e-12)
     kernels = jnp.stack([kernel, -kernel])
-    np.testing.assert_allclose(jax.vmap(f, (None, 0))(y, kernels)[1], -f(y, kernel), atol=1e-12)
+    per_kernel = jax.jit(jax.vmap(f, (None, 0)))(y, kernels)
+    np.testing.assert_allclose(per_kernel[1], -f(y, kernel), atol=1e-12)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 2, 3, 5)], ids=case_id)
 def test_gradients(case, impl):
+    """Numerical gradients on four shared cases (the classic 5x5, groups and strides, dilated
+    reflect, 3-d circular); every formulation's vjp is checked on random configs elsewhere."""
     _, kernel = operands(case, np.float64)
     y = cotangent(case)
     f = functools.partial(

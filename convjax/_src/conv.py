@@ -57,7 +57,7 @@ def conv(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -82,8 +82,11 @@ def conv(
       groups: feature groups; output channel ``g · J + j`` sees only input group ``g``.
       padding_mode: ``"zeros"``, ``"reflect"`` (mirror, edge not repeated; pad < size),
         ``"replicate"`` (edge value) or ``"circular"`` (wrap around).
-      impl: ``"lax"`` (``lax.conv_general_dilated``), ``"gather"`` (explicit index arithmetic),
-        or a backend instance such as ``GatherBackend(memory_budget=2**28)``.
+      impl: the formulation: ``"auto"`` (default: the fastest for the platform and spec, see
+        :func:`convjax.auto_choice`), ``"lax"`` (``lax.conv_general_dilated``), ``"gather"``
+        (explicit index arithmetic), ``"taps"`` (a strided slice per kernel tap), ``"fft"``
+        (stride 1), or a backend instance such as ``GatherBackend(memory_budget=2**28)``;
+        :func:`convjax.formulations` lists them.
       precision: passed to the contraction (``lax.Precision.HIGHEST`` avoids TF32 on GPUs).
       preferred_element_type: accumulation / result dtype.
 
@@ -121,7 +124,7 @@ def dilated_conv(
     padding: Padding = "VALID",
     groups: int = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -161,7 +164,7 @@ def depthwise_conv(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:

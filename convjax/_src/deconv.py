@@ -71,7 +71,7 @@ def deconvolve(
     input_shape: int | Sequence[int] | None = None,
     tol: float = 1e-6,
     max_iters: int = 500,
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     return_info: bool = False,
 ) -> jax.Array | tuple[jax.Array, DeconvolveInfo]:
@@ -308,7 +308,7 @@ def _lsq(y, kernel, operator: ConvOperator, regularization, tol, max_iters, prec
     ndim = operator.spec.ndim
     batch_ndim = y.ndim - ndim - 1
     forward = lambda z: operator.forward(z, kernel, precision=precision)  # noqa: E731
-    adjoint = operator.transpose(kernel, precision=precision, dtype=y.dtype)
+    adjoint = operator.transpose(kernel, precision=precision)
     lam = jnp.asarray(regularization, y.dtype)
 
     def normal(z):

@@ -73,7 +73,8 @@ class Conv(_Module):
       preferred_element_type: accumulation / result dtype.
       kernel_init: kernel initialiser (default LeCun normal).
       bias_init: bias initialiser (default zeros).
-      impl: ``"lax"``, ``"gather"`` or a backend instance.
+      impl: the formulation, ``"auto"`` (default) or a name from :func:`convjax.formulations`,
+        or a backend instance.
 
     Parameters: ``kernel: [*window, C_in // groups, C_out]`` and ``bias: [C_out]``.
 
@@ -98,7 +99,7 @@ class Conv(_Module):
     preferred_element_type: Any = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "lax"
+    impl: Any = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -169,7 +170,7 @@ class ConvTranspose(_Module):
     preferred_element_type: Any = None
     kernel_init: Initializer = common.default_transpose_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "lax"
+    impl: Any = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -233,7 +234,7 @@ class DepthwiseConv(_Module):
     preferred_element_type: Any = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "lax"
+    impl: Any = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -294,7 +295,7 @@ class DepthwiseSeparableConv(_Module):
     preferred_element_type: Any = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "lax"
+    impl: Any = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -366,7 +367,7 @@ class SpatialSeparableConv(_Module):
     preferred_element_type: Any = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "lax"
+    impl: Any = "auto"
 
     @nn.compact
     @common.reports_as_module

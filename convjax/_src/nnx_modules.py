@@ -68,7 +68,8 @@ class Conv(_Module):
       kernel_init: kernel initialiser (default LeCun normal, fan-in ``prod(window) · C_in /
         groups``).
       bias_init: bias initialiser (default zeros).
-      impl: ``"lax"``, ``"gather"`` or a backend instance.
+      impl: the formulation, ``"auto"`` (default) or a name from :func:`convjax.formulations`,
+        or a backend instance.
       rngs: random streams; ``rngs.params()`` draws the initial parameters.
 
     Parameters: ``kernel: [*window, C_in // groups, C_out]`` and ``bias: [C_out]``.
@@ -98,7 +99,7 @@ class Conv(_Module):
         preferred_element_type: Any = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "lax",
+        impl: Any = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.conv_shapes(
@@ -193,7 +194,7 @@ class ConvTranspose(_Module):
         preferred_element_type: Any = None,
         kernel_init: Initializer = common.default_transpose_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "lax",
+        impl: Any = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.conv_transpose_shapes(
@@ -284,7 +285,7 @@ class DepthwiseConv(_Module):
         preferred_element_type: Any = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "lax",
+        impl: Any = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.depthwise_shapes(
@@ -373,7 +374,7 @@ class DepthwiseSeparableConv(_Module):
         preferred_element_type: Any = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "lax",
+        impl: Any = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.depthwise_separable_shapes(
@@ -475,7 +476,7 @@ class SpatialSeparableConv(_Module):
         preferred_element_type: Any = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "lax",
+        impl: Any = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.spatial_separable_shapes(

@@ -110,7 +110,7 @@ def spatial_separable_conv(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -221,7 +221,7 @@ def depthwise_separable_conv(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:

@@ -65,7 +65,7 @@ class ConvSpec:
       dilation: one kernel dilation (atrous rate) per spatial dim.
       groups: feature groups; output channel ``g * (C_out // groups) + j`` belongs to group ``g``.
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
-      backend: the implementation (``LaxBackend()`` or ``GatherBackend(...)``).
+      backend: the formulation that runs it (a backend from ``convjax.formulations()``).
     """
 
     strides: tuple[int, ...]
@@ -236,7 +236,7 @@ def conv_options(
     dilation: Any = 1,
     groups: Any = 1,
     padding_mode: Any = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     dilation_name: str = "dilation",
 ) -> ConvOptions:
     """Check every option that does not depend on the operands' shapes."""
@@ -397,7 +397,7 @@ def make_spec(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     dilation_name: str = "dilation",
 ) -> ConvSpec:
     """Validate a convolution of ``x_shape`` by ``kernel_shape`` and normalise its options.
@@ -448,6 +448,12 @@ def make_spec(
                     f"{dim} has size {i} and padding {(lo, hi)}."
                 )
     spec = ConvSpec(strides, pads, dilation, groups, options.padding_mode, options.backend)
+    refusal = spec.backend.refuses(spec, x_shape, kernel_shape)
+    if refusal is not None:
+        raise ValueError(
+            f"{op}: impl={spec.backend.name!r} cannot run this convolution: {refusal}; use "
+            f"impl='auto' or another of convjax.formulations()."
+        )
     out = spec.output_spatial(input_spatial, window)
     if any(o < 1 for o in out):
         raise ValueError(

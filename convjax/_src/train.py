@@ -4,7 +4,7 @@ The model is an encoder–decoder built from every convjax layer kind: a strided
 (atrous) conv on the way down, depthwise-separable residual blocks at the bottom, transposed
 convs on the way up, and a skip connection.  It learns to remove Gaussian noise from synthetic
 images (random blobs plus random stripes), predicting the noise and subtracting it.  Every layer
-takes ``impl``, so the same run can be made on either backend.
+takes ``impl``, so the same run can be made on any formulation (``"auto"`` by default).
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Denoiser(nnx.Module):
       channels: image channels.
       width: channels after the stem; doubled at each downsampling.
       blocks: depthwise-separable residual blocks at the bottom.
-      impl: the backend of every layer, ``"lax"`` or ``"gather"``.
+      impl: every layer's formulation, ``"auto"`` (default) or a name from
+        :func:`convjax.formulations`.
       param_dtype: parameter dtype; the computation runs in the promotion of it and the input's.
       rngs: random streams for the initial parameters.
 
@@ -93,7 +94,7 @@ class Denoiser(nnx.Module):
         width: int = 16,
         blocks: int = 2,
         *,
-        impl: Any = "lax",
+        impl: Any = "auto",
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -206,7 +207,7 @@ def train(
     blocks: int = 2,
     learning_rate: float = 3e-3,
     noise: float = 0.3,
-    impl: Any = "lax",
+    impl: Any = "auto",
     seed: int = 0,
     out: TextIO | None = None,
     quiet: bool = False,
@@ -224,7 +225,8 @@ def train(
       blocks: depthwise-separable blocks at the bottom.
       learning_rate: adam's peak learning rate.
       noise: noise standard deviation.
-      impl: every layer's backend, ``"lax"`` or ``"gather"``.
+      impl: every layer's formulation, ``"auto"`` (default) or a name from
+        :func:`convjax.formulations`.
       seed: seeds the parameters and the data.
       out: where the progress bar and summary go (default ``sys.stdout``).
       quiet: print nothing.

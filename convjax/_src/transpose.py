@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from convjax._src import shapes
+from convjax._src.backends import AutoBackend
 from convjax._src.conv import apply
 from convjax._src.spec import (
     ConvOptions,
@@ -71,14 +73,19 @@ class ConvOperator:
             return y
         return y[(..., *(slice(0, o) for o in self.output_spatial), slice(None))]
 
-    def transpose(self, kernel: jax.Array, *, precision: Any = None, dtype: Any = None):
+    def transpose(self, kernel: jax.Array, *, precision: Any = None):
         """The adjoint of :meth:`forward` for this kernel, as a function of one array."""
-        dtype = kernel.dtype if dtype is None else dtype
-        adjoint = jax.linear_transpose(
-            functools.partial(self.forward, kernel=kernel, precision=precision),
-            jax.ShapeDtypeStruct(self.input_shape, dtype),
-        )
-        return lambda x: adjoint(x)[0]
+        return lambda x: _adjoint(self, kernel, x, precision=precision)
+
+
+@functools.partial(jax.jit, static_argnames=("operator", "precision"))
+def _adjoint(operator: ConvOperator, kernel, x, precision):
+    """``Aᵀ x`` as the vjp of the linear forward conv ``A``, so that each formulation's own
+    reverse-mode rules apply; jitted so that the forward pass at zeros that ``jax.vjp`` traces is
+    compiled away (and each operator compiles once when called eagerly)."""
+    forward = functools.partial(operator.forward, kernel=kernel, precision=precision)
+    _, vjp = jax.vjp(forward, jnp.zeros(operator.input_shape, x.dtype))
+    return vjp(x)[0]
 
 
 def _sizes(
@@ -118,7 +125,7 @@ def transpose_options(
     dilation: Any = 1,
     groups: Any = 1,
     padding_mode: Any = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     shape_name: str = "output_shape",
     dilation_name: str = "dilation",
 ) -> tuple[ConvOptions, tuple[int, ...], tuple[int, ...] | None]:
@@ -172,7 +179,7 @@ def transpose_operator(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     x_name: str = "x",
     shape_name: str = "output_shape",
     kernel_layout: str = TRANSPOSE_KERNEL,
@@ -258,6 +265,8 @@ def transpose_operator(
         padding_mode=padding_mode,
         impl=impl,
     )
+    if isinstance(spec.backend, AutoBackend):  # choose for the transposed conv's own cost
+        spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, transposed=True))
     covered = spec.output_spatial(result, window)
     if any(o < i for o, i in zip(covered, spatial, strict=True)):  # unreachable by construction
         raise AssertionError(f"{op}: forward output {covered} does not cover {spatial}.")
@@ -275,7 +284,7 @@ def conv_transpose(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
-    impl: Any = "lax",
+    impl: Any = "auto",
     precision: Any = None,
     preferred_element_type: Any = None,
 ) -> jax.Array:
@@ -323,9 +332,11 @@ def conv_transpose(
       groups: feature groups; result channel ``g C + c`` sees only input group ``g``.
       padding_mode: the forward conv's ``"zeros"``, ``"reflect"``, ``"replicate"`` or
         ``"circular"`` padding.
-      impl: ``"lax"`` (the transpose of ``lax.conv_general_dilated``: a backward-data conv),
-        ``"gather"`` (scatter-add through the gather path's index maps, no lax convolution) or
-        a backend instance.
+      impl: the formulation whose forward conv is transposed: ``"auto"`` (default: the
+        fastest for a transposed conv of this spec), ``"lax"`` (the transpose of
+        ``lax.conv_general_dilated``: a backward-data conv), ``"gather"`` (scatter-add through
+        the gather path's index maps, no lax convolution), ``"taps"``, ``"fft"``, or a backend
+        instance.
       precision: passed to the contraction (``lax.Precision.HIGHEST`` avoids TF32 on GPUs).
       preferred_element_type: the result dtype; both operands are cast to it and the transpose
         runs in it.
@@ -361,4 +372,4 @@ def conv_transpose(
     check_preferred_element_type(op, preferred_element_type, x.dtype)
     if preferred_element_type is not None:
         x, kernel = x.astype(preferred_element_type), kernel.astype(preferred_element_type)
-    return operator.transpose(kernel, precision=precision, dtype=x.dtype)(x)
+    return operator.transpose(kernel, precision=precision)(x)

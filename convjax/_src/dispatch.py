@@ -1,0 +1,164 @@
+"""``impl="auto"``: one table from (platform, features of the convolution) to a formulation.
+
+Each row names the formulation, the features it applies to (``None`` matches anything), and the
+measurement that justifies it: ``convjax bench`` on a quiet 2-core CPU (float32, fwd+bwd, the
+faster of PyTorch's layouts as the yardstick), or, for GPU rows, the H100 numbers the project
+measured (``ANCHORS``).  The first matching row wins; the last row matches everything.
+A formulation is chosen for its training (forward plus backward) time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+
+from convjax._src.spec import ConvSpec
+from convjax._src.taps import NARROW_GROUP
+
+
+class Features(NamedTuple):
+    """What the table looks at."""
+
+    platform: str  # "cpu", "gpu" or "tpu"
+    kind: str  # "pointwise" (1×…×1, one group), "dense", "depthwise", "grouped"
+    transposed: bool  # a transposed convolution (the adjoint of this spec's conv)
+    strided: bool
+    dilated: bool
+    window: int  # the largest window size
+    narrow: bool  # at most NARROW_GROUP input channels per group
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Use ``formulation`` where every given feature matches."""
+
+    formulation: str
+    evidence: str
+    platform: str | None = None
+    kind: str | None = None
+    transposed: bool | None = None
+    strided: bool | None = None
+    dilated: bool | None = None
+    narrow: bool | None = None
+    min_window: int | None = None
+
+    def matches(self, f: Features) -> bool:
+        wanted = {
+            "platform": self.platform,
+            "kind": self.kind,
+            "transposed": self.transposed,
+            "strided": self.strided,
+            "dilated": self.dilated,
+            "narrow": self.narrow,
+        }
+        if any(v is not None and getattr(f, k) != v for k, v in wanted.items()):
+            return False
+        return self.min_window is None or f.window >= self.min_window
+
+
+TABLE: tuple[Rule, ...] = (
+    Rule(
+        "taps",
+        "1x1 56² 144→24 b8: taps 0.9/3.9 ms vs lax 4.6/24 (torch 1.0/4.0)",
+        platform="cpu",
+        kind="pointwise",
+    ),
+    Rule(
+        "taps",
+        "transposed k3 s2 32²→64² 256→128 b4: taps 10.6/34 ms vs lax 20.5/2543 (torch 7.8/28)",
+        platform="cpu",
+        transposed=True,
+    ),
+    Rule(
+        "taps",
+        "depthwise 3x3 56² C144 b8: taps 1.8/6.5 ms vs lax 88/241 (torch 0.7/3.9)",
+        platform="cpu",
+        kind="depthwise",
+    ),
+    Rule(
+        "taps",
+        "ResNeXt 3x3 g32 56² 128 b4: taps 2.2/21 ms vs lax 54/3479 (torch 1.4/6.7)",
+        platform="cpu",
+        kind="grouped",
+        narrow=True,
+    ),
+    Rule(
+        "taps",
+        "atrous 3x3 rate 2 64² 512→256: taps 58/131 ms vs lax 39/282 (torch 29/94)",
+        platform="cpu",
+        kind="dense",
+        dilated=True,
+    ),
+    Rule(
+        "taps",
+        "ANCHORS, H100 bf16, depthwise 3x3 rate 4 56² C256 b32: shift-and-add 151 µs vs "
+        "cuDNN 1309 µs and lax 1327 µs forward",
+        platform="gpu",
+        kind="depthwise",
+        dilated=True,
+    ),
+    Rule("lax", "default: XLA's convolution (ANCHORS: at parity with cuDNN on GPU)"),
+)
+
+
+def features(
+    spec: ConvSpec, x_shape: Sequence[int], kernel_shape: Sequence[int], *, transposed: bool
+) -> Features:
+    """The table's view of one convolution on the default platform."""
+    window = tuple(kernel_shape[: spec.ndim])
+    c_per_group = kernel_shape[-2]
+    if spec.groups == 1:
+        kind = "pointwise" if math.prod(window) == 1 else "dense"
+    else:
+        kind = "depthwise" if c_per_group == 1 else "grouped"
+    return Features(
+        platform=jax.default_backend(),
+        kind=kind,
+        transposed=transposed,
+        strided=any(s > 1 for s in spec.strides),
+        dilated=any(d > 1 for d in spec.dilation),
+        window=max(window),
+        narrow=c_per_group <= NARROW_GROUP,
+    )
+
+
+def rule_for(f: Features) -> Rule:
+    """The first row of :data:`TABLE` that matches."""
+    return next(rule for rule in TABLE if rule.matches(f))
+
+
+def choose(spec: ConvSpec, x_shape, kernel_shape, *, transposed: bool = False) -> str:
+    """The formulation ``impl="auto"`` runs for this convolution."""
+    return rule_for(features(spec, x_shape, kernel_shape, transposed=transposed)).formulation
+
+
+def auto_choice(
+    input_shape: Sequence[int], kernel_shape: Sequence[int], *, transpose: bool = False, **options
+) -> Rule:
+    """The row of the table ``impl="auto"`` follows for a convolution of these shapes on the
+    default platform: its formulation and the measurement behind it.
+
+    ``options`` are :func:`~convjax.conv`'s (or, with ``transpose=True``,
+    :func:`~convjax.conv_transpose`'s), and ``kernel_shape`` is the kernel that function takes.
+
+    >>> import convjax
+    >>> convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation
+    'taps'
+    """
+    from convjax._src.spec import make_spec
+    from convjax._src.transpose import transpose_operator
+
+    op = "auto_choice"
+    if transpose:
+        operator = transpose_operator(op, input_shape, kernel_shape, impl="auto", **options)
+        spec, x_shape = operator.spec, operator.input_shape
+    else:
+        spec, x_shape = (
+            make_spec(op, input_shape, kernel_shape, impl="auto", **options),
+            input_shape,
+        )
+    return rule_for(features(spec, x_shape, kernel_shape, transposed=transpose))

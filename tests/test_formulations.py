@@ -1,0 +1,267 @@
+"""Every formulation equals the float64 NumPy reference, forward and in both gradients, on random
+configs of every convolution it accepts; what it refuses is refused clearly; the ``auto`` table
+picks what it says; and ``auto`` equals ``lax`` on every variant under jit, vmap and grad."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from cases import CASES, case_id, configs, make_case
+from helpers import TOLERANCE, assert_close, fan_in, operands
+from hypothesis import given
+
+import convjax
+from convjax._src import dispatch
+
+FORMULATIONS = [f.name for f in convjax.formulations() if f.name != "auto"]
+
+
+def accepted(formulation, case):
+    """``case`` as the formulation accepts it: FFT convolutions have stride 1."""
+    if formulation != "fft":
+        return case
+    o = dict(case["options"], strides=1)
+    return make_case(case["x_shape"], case["kernel_shape"], **o)
+
+
+def everything(case, formulation):
+    """One jitted program: the forward conv and its vjp for a cotangent."""
+    f = functools.partial(convjax.conv, impl=formulation, **case["options"])
+
+    @jax.jit
+    def run(x, kernel, cotangent):
+        y, vjp = jax.vjp(f, x, kernel)
+        return (y, *vjp(cotangent))
+
+    return run
+
+
+def check_against_reference(case, formulation, dtype=np.float64, seed=0):
+    x, kernel = operands(case, dtype, seed)
+    ndim = len(case["kernel_shape"]) - 2
+    out_shape = convjax.output_shape(x.shape, kernel.shape, **case["options"])
+    g = jnp.asarray(np.random.default_rng(seed + 1).uniform(-1, 1, out_shape), dtype)
+    y, dx, dk = everything(case, formulation)(x, kernel, g)
+    x64, k64, g64 = (np.asarray(a, np.float64) for a in (x, kernel, g))
+    assert y.dtype == dx.dtype == dk.dtype == np.dtype(dtype)
+    assert_close(y, reference.conv(x64, k64, **case["ref"]), dtype, fan_in(case))
+    want_dx = reference.conv_transpose(g64, k64, case["x_shape"][-ndim - 1 :], **case["ref"])
+    assert_close(dx, want_dx, dtype, fan_in(case))
+    terms = math.prod(out_shape[:-1])  # a weight's gradient sums over every output position
+    want_dk = reference.kernel_gradient(x64, g64, case["kernel_shape"], **case["ref"])
+    assert_close(dk, want_dk, dtype, terms)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@given(case=configs())
+def test_random_configs_forward_and_gradients_match_the_reference(formulation, case):
+    check_against_reference(accepted(formulation, case), formulation)
+
+
+@pytest.mark.parametrize("formulation", ["auto", *FORMULATIONS])
+@pytest.mark.parametrize("case", [CASES[i] for i in (2, 3, 5)], ids=case_id)
+def test_shared_cases_in_float32(formulation, case):
+    """Groups with strides, dilated reflect, 3-d circular: float32 in, float32 out."""
+    check_against_reference(accepted(formulation, case), formulation, np.float32)
+
+
+@pytest.mark.parametrize("formulation", ["auto", *FORMULATIONS])
+def test_half_precision_accumulates_wide(formulation):
+    """bfloat16 in, bfloat16 out, within bfloat16's tolerance of the float64 reference (the
+    sums run in float32); preferred_element_type=float32 returns the wider sums."""
+    case = accepted(formulation, CASES[2])
+    x, kernel = operands(case, jnp.bfloat16)
+    want = reference.conv(np.asarray(x, np.float64), np.asarray(kernel, np.float64), **case["ref"])
+    f = functools.partial(convjax.conv, impl=formulation, **case["options"])
+    y = jax.jit(f)(x, kernel)
+    assert y.dtype == jnp.bfloat16
+    assert_close(y, want, jnp.bfloat16, fan_in(case))
+    wide = jax.jit(functools.partial(f, preferred_element_type=jnp.float32))(x, kernel)
+    assert wide.dtype == jnp.float32
+    scale = TOLERANCE[np.dtype(jnp.bfloat16)] / TOLERANCE[np.dtype(np.float32)]
+    assert_close(wide, want, np.float32, fan_in(case) * scale)
+
+
+def test_fft_refuses_strides_clearly():
+    x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"^conv: impl='fft' cannot run this convolution: it needs strides 1, got \(2, 2\); "
+        r"use impl='auto' or another of convjax.formulations\(\)\.$",
+    ):
+        convjax.conv(x, kernel, strides=2, impl="fft")
+    with pytest.raises(ValueError, match=r"^conv_transpose: impl='fft' cannot run"):
+        convjax.conv_transpose(x, kernel, strides=2, impl="fft")
+
+
+def test_formulations_lists_every_name_impl_accepts():
+    names = [f.name for f in convjax.formulations()]
+    assert names == ["auto", "lax", "gather", "taps", "fft"]
+    x, kernel = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2))
+    for name in names:
+        assert convjax.conv(x, kernel, impl=name).shape == (1, 4, 4, 2)
+    assert all(f.accepts and f.description for f in convjax.formulations())
+
+
+# -- forward mode ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("formulation", ["lax", "gather", "fft", "taps"])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_forward_mode(formulation, groups):
+    """jvp works on every formulation, except taps' depthwise and narrow-group rules, which are
+    reverse mode only (documented) and refuse with JAX's error."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 7, 4)), jnp.float64)
+    kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 4 // groups, 4)), jnp.float64)
+    f = functools.partial(convjax.conv, groups=groups, padding=1, impl=formulation)
+    want = jax.jvp(
+        functools.partial(convjax.conv, groups=groups, padding=1, impl="lax"),
+        (x, kernel),
+        (x, kernel),
+    )
+    if formulation == "taps" and groups > 1:
+        with pytest.raises(TypeError, match="forward-mode"):
+            jax.jvp(f, (x, kernel), (x, kernel))
+        return
+    got = jax.jvp(f, (x, kernel), (x, kernel))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+# -- the auto table ---------------------------------------------------------------------------
+
+
+def features(**overrides):
+    base = dict(
+        platform="cpu",
+        kind="dense",
+        transposed=False,
+        strided=False,
+        dilated=False,
+        window=3,
+        narrow=False,
+    )
+    return dispatch.Features(**(base | overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, formulation",
+    [
+        (dict(kind="pointwise", window=1), "taps"),
+        (dict(transposed=True), "taps"),
+        (dict(kind="depthwise", narrow=True), "taps"),
+        (dict(kind="depthwise", narrow=True, strided=True), "taps"),
+        (dict(kind="grouped", narrow=True), "taps"),
+        (dict(kind="grouped", narrow=False), "lax"),
+        (dict(dilated=True), "taps"),
+        (dict(), "lax"),
+        (dict(strided=True, window=7), "lax"),
+        (dict(platform="gpu", kind="depthwise", narrow=True, dilated=True), "taps"),
+        (dict(platform="gpu", kind="depthwise", narrow=True), "lax"),
+        (dict(platform="gpu", transposed=True), "lax"),
+        (dict(platform="gpu", kind="pointwise", window=1), "lax"),
+        (dict(platform="tpu", kind="depthwise", narrow=True, dilated=True), "lax"),
+    ],
+)
+def test_the_table_picks(overrides, formulation):
+    rule = dispatch.rule_for(features(**overrides))
+    assert rule.formulation == formulation
+    assert rule.evidence  # every row says what justifies it
+
+
+def test_every_row_is_reachable_and_the_last_catches_all():
+    """A row's own features select it (no earlier row shadows it); the last has none."""
+    conditions = ("platform", "kind", "transposed", "strided", "dilated", "narrow")
+    for index, rule in enumerate(dispatch.TABLE):
+        given = {
+            name: getattr(rule, name) for name in conditions if getattr(rule, name) is not None
+        }
+        if rule.min_window is not None:
+            given["window"] = rule.min_window
+        assert dispatch.rule_for(features(**given)) is rule, (index, rule)
+    assert not any(getattr(dispatch.TABLE[-1], name) is not None for name in conditions)
+
+
+def test_auto_choice_reads_the_table_for_real_shapes():
+    assert convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation == "taps"
+    assert convjax.auto_choice((4, 56, 56, 64), (3, 3, 64, 64), padding=1).formulation == "lax"
+    transposed = convjax.auto_choice((4, 32, 32, 256), (3, 3, 128, 256), strides=2, transpose=True)
+    assert transposed.formulation == "taps" and "transposed" in transposed.evidence
+
+
+# -- auto equals lax --------------------------------------------------------------------------
+
+
+def ones(x, shape):
+    """A constant kernel in x's dtype."""
+    return jnp.ones(shape, x.dtype)
+
+
+VARIANTS = {
+    "conv": lambda impl, x: convjax.conv(x, ones(x, (3, 3, 4, 6)) / 7, padding="SAME", impl=impl),
+    "strided reflect": lambda impl, x: convjax.conv(
+        x, ones(x, (3, 3, 4, 6)) / 7, strides=2, padding=1, padding_mode="reflect", impl=impl
+    ),
+    "dilated": lambda impl, x: convjax.dilated_conv(
+        x, ones(x, (3, 3, 4, 6)) / 7, rate=2, impl=impl
+    ),
+    "grouped circular": lambda impl, x: convjax.conv(
+        x, ones(x, (3, 3, 2, 6)) / 7, groups=2, padding=1, padding_mode="circular", impl=impl
+    ),
+    "depthwise replicate": lambda impl, x: convjax.depthwise_conv(
+        x, ones(x, (3, 3, 1, 8)) / 7, padding=2, dilation=2, padding_mode="replicate", impl=impl
+    ),
+    "pointwise": lambda impl, x: convjax.conv(x, ones(x, (1, 1, 4, 6)) / 7, impl=impl),
+    "transposed": lambda impl, x: convjax.conv_transpose(
+        x, ones(x, (3, 3, 5, 4)) / 7, strides=2, padding=1, output_padding=1, impl=impl
+    ),
+    "transposed depthwise": lambda impl, x: convjax.conv_transpose(
+        x, ones(x, (3, 3, 1, 4)) / 7, strides=2, groups=4, impl=impl
+    ),
+    "spatial separable": lambda impl, x: convjax.spatial_separable_conv(
+        x, [ones(x, (3, 4, 4)) / 3, ones(x, (3, 4, 6)) / 3], padding="SAME", impl=impl
+    ),
+    "depthwise separable": lambda impl, x: convjax.depthwise_separable_conv(
+        x, ones(x, (3, 3, 1, 8)) / 7, ones(x, (8, 6)) / 7, padding="SAME", impl=impl
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "name, dtype",
+    [(name, np.float64) for name in VARIANTS]
+    + [
+        (name, dtype)
+        for name in ("conv", "depthwise replicate")
+        for dtype in (np.float32, jnp.bfloat16)
+    ],
+    ids=lambda v: v if isinstance(v, str) else np.dtype(v).name,
+)
+def test_auto_equals_lax_under_jit_vmap_and_grad(name, dtype):
+    variant = VARIANTS[name]
+    xs = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 8, 4)), dtype)
+    tol = {np.float64: 1e-12, np.float32: 2e-5}.get(dtype, 5e-2)
+
+    def loss(impl, x):
+        return jnp.sum(jnp.sin(variant(impl, x.astype(dtype))))
+
+    @jax.jit
+    def everything(xs):
+        return {
+            impl: (
+                jax.vmap(functools.partial(variant, impl))(xs),
+                jax.vmap(jax.grad(functools.partial(loss, impl)))(xs),
+            )
+            for impl in ("auto", "lax")
+        }
+
+    out = everything(xs)
+    for a, b in zip(out["auto"], out["lax"], strict=True):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    # Eagerly too, on one element.
+    np.testing.assert_allclose(variant("auto", xs[0]), out["lax"][0][0], rtol=tol, atol=tol)
