@@ -12,18 +12,44 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser(
         "train", help="train a small conv denoiser with optax on synthetic data"
     )
-    train.add_argument("--impl", choices=("lax", "gather"), default="lax", help="conv backend")
+    train.add_argument(
+        "--impl", choices=("auto", "lax", "gather", "taps"), default="auto", help="formulation"
+    )
     train.add_argument("--steps", type=int, default=400, help="optimisation steps")
     train.add_argument("--batch-size", type=int, default=16, help="images per step")
     train.add_argument("--size", type=int, default=32, help="image size (a multiple of 4)")
     train.add_argument("--width", type=int, default=16, help="the model's base channels")
     train.add_argument("--learning-rate", type=float, default=3e-3, help="adam's peak rate")
     train.add_argument("--seed", type=int, default=0, help="seeds parameters and data")
+    bench = commands.add_parser(
+        "bench", help="time the formulations against Flax and PyTorch, side by side"
+    )
+    bench.add_argument("--quick", action="store_true", help="3 rounds instead of 9")
+    bench.add_argument("--rounds", type=int, help="timed rounds per contender")
+    bench.add_argument(
+        "--shapes", nargs="+", metavar="TEXT", help="only the cases whose name contains TEXT"
+    )
+    bench.add_argument(
+        "--formulations",
+        nargs="+",
+        default=["auto", "lax", "gather", "taps", "fft"],
+        help="convjax formulations to time",
+    )
+    bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    bench.add_argument("--train", action="store_true", help="also time whole training steps")
+    bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    bench.add_argument("--no-flax", action="store_true", help="leave Flax out")
+    bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    bench.add_argument("--png", metavar="PATH", help="write a chart of the ratios to PyTorch")
     args = parser.parse_args(argv)
     if args.command == "tour":
         from convjax._src import tour
 
         tour.run()
+    elif args.command == "bench":
+        from convjax._src import bench as benchmarks
+
+        return benchmarks.main(args)
     elif args.command == "train":
         from convjax._src import train as training
 
