@@ -56,6 +56,9 @@ def separable_configs(draw, max_ndim=3):
 
 
 SEPARABLE_CASES = [split(case, lambda: 2) for case in CASES]
+# Four shared cases, run without jit (the random configs run jitted): the classic 5x5, groups
+# with strides, dilated reflect, and 3-d circular.
+EAGER = [0, 2, 3, 5]
 
 
 def separable_operands(case, dtype=np.float64, seed=0):
@@ -94,18 +97,9 @@ def test_spatial_separable_equals_conv_with_composed_kernel_float64(case):
     check_separable_against_reference(case, jit=True)
 
 
-@pytest.mark.parametrize("case", SEPARABLE_CASES, ids=case_id)
+@pytest.mark.parametrize("case", [SEPARABLE_CASES[i] for i in EAGER], ids=case_id)
 def test_spatial_separable_shared_cases_eager(case):
     check_separable_against_reference(case, jit=False)
-
-
-@given(case=separable_configs(max_ndim=2))
-def test_spatial_separable_lax_equals_gather_float32(case):
-    x, kernels = separable_operands(case, np.float32)
-    lax_y = run_separable(case, x, kernels, "lax", jit=True)
-    gather_y = run_separable(case, x, kernels, "gather", jit=True)
-    assert lax_y.dtype == gather_y.dtype == jnp.float32
-    assert_close(gather_y, lax_y, np.float32, separable_fan_in(case))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -249,7 +243,7 @@ def test_depthwise_separable_matches_reference(case):
     check_depthwise_separable_against_reference(case, jit=True)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", [CASES[i] for i in EAGER], ids=case_id)
 def test_depthwise_separable_shared_cases_eager(case):
     rng = np.random.default_rng(0)
     check_depthwise_separable_against_reference(depthwise_separable_case(case, rng.integers), False)
