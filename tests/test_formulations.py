@@ -144,6 +144,7 @@ def features(**overrides):
         dilated=False,
         window=3,
         narrow=False,
+        spectrum_bytes=0,
     )
     return dispatch.Features(**(base | overrides))
 
@@ -154,7 +155,12 @@ def features(**overrides):
         (dict(kind="pointwise", window=1), "taps"),
         (dict(transposed=True), "taps"),
         (dict(kind="depthwise", narrow=True), "taps"),
-        (dict(kind="depthwise", narrow=True, strided=True), "taps"),
+        (dict(kind="depthwise", narrow=True, window=9), "fft"),
+        (dict(kind="depthwise", narrow=True, strided=True, window=9), "taps"),
+        (dict(kind="dense", window=15), "fft"),
+        (dict(kind="dense", window=15, spectrum_bytes=2**30), "lax"),
+        (dict(kind="dense", window=15, strided=True), "lax"),
+        (dict(kind="dense", window=15, transposed=True), "taps"),
         (dict(kind="grouped", narrow=True), "taps"),
         (dict(kind="grouped", narrow=False), "lax"),
         (dict(dilated=True), "taps"),

@@ -115,10 +115,10 @@ def _block(value):
     return jax.block_until_ready(value)
 
 
-def timed_call(run: Callable[[], Any], sync: Callable[[Any], Any]) -> float:
+def timed_call(run: Callable[[], Any], sync: Callable[[Any], Any], settle: bool = True) -> float:
     """Seconds of one ``run()`` after running it untimed for ``SETTLE_SECONDS``."""
     start = time.perf_counter()
-    while time.perf_counter() - start < SETTLE_SECONDS:
+    while settle and time.perf_counter() - start < SETTLE_SECONDS:
         sync(run())
     start = time.perf_counter()
     sync(run())
@@ -145,13 +145,15 @@ def measure(
     contenders: dict[str, tuple[Callable, Callable]], rounds: int, progress: Callable[[], None]
 ) -> dict[str, Timing]:
     """Alternate the contenders ``{name: (run, sync)}`` in ``rounds`` rounds."""
-    for run, sync in contenders.values():  # compile and warm up
+    settle = {}
+    for name, (run, sync) in contenders.items():  # compile and warm up
         sync(run())
-        sync(run())
+        # A call much longer than the settle needs none (a wake-up is noise there).
+        settle[name] = timed_call(run, sync, settle=False) < 50 * SETTLE_SECONDS
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, (run, sync) in contenders.items():
-            times[name].append(timed_call(run, sync))
+            times[name].append(timed_call(run, sync, settle[name]))
         progress()
     return {name: Timing(t) for name, t in times.items()}
 

@@ -30,6 +30,7 @@ class Features(NamedTuple):
     dilated: bool
     window: int  # the largest window size
     narrow: bool  # at most NARROW_GROUP input channels per group
+    spectrum_bytes: int  # the kernel's spectrum on the FFT grid (C_in / groups · C_out · F)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Rule:
     dilated: bool | None = None
     narrow: bool | None = None
     min_window: int | None = None
+    max_spectrum_bytes: int | None = None
 
     def matches(self, f: Features) -> bool:
         wanted = {
@@ -57,8 +59,14 @@ class Rule:
         }
         if any(v is not None and getattr(f, k) != v for k, v in wanted.items()):
             return False
+        if self.max_spectrum_bytes is not None and f.spectrum_bytes > self.max_spectrum_bytes:
+            return False
         return self.min_window is None or f.window >= self.min_window
 
+
+# The kernel's spectrum holds C_in / groups · C_out complex numbers per frequency: past this
+# many bytes FFT memory, not time, decides (512 -> 256 channels on a 70x70 grid is 2.6 GB).
+FFT_SPECTRUM_LIMIT = 256 * 2**20
 
 TABLE: tuple[Rule, ...] = (
     Rule(
@@ -72,6 +80,26 @@ TABLE: tuple[Rule, ...] = (
         "transposed k3 s2 32²→64² 256→128 b4: taps 10.6/34 ms vs lax 20.5/2543 (torch 7.8/28)",
         platform="cpu",
         transposed=True,
+    ),
+    Rule(
+        "fft",
+        "benchmarks/fft_crossover.py, depthwise SAME on [4, 64, 64, 32], fwd+bwd: 9x9 taps "
+        "20 ms vs fft 5.9; 15x15 132 vs 7.4 (7x7 on 56², C96: taps 30 vs fft 46)",
+        platform="cpu",
+        kind="depthwise",
+        strided=False,
+        min_window=9,
+        max_spectrum_bytes=FFT_SPECTRUM_LIMIT,
+    ),
+    Rule(
+        "fft",
+        "benchmarks/fft_crossover.py, dense SAME 32->32 on [4, 64, 64, 32], fwd+bwd: 15x15 "
+        "lax 114 ms vs fft 103; 21x21 298 vs 121; 9x9 43 vs 84",
+        platform="cpu",
+        kind="dense",
+        strided=False,
+        min_window=15,
+        max_spectrum_bytes=FFT_SPECTRUM_LIMIT,
     ),
     Rule(
         "taps",
@@ -111,6 +139,9 @@ def features(
     """The table's view of one convolution on the default platform."""
     window = tuple(kernel_shape[: spec.ndim])
     c_per_group = kernel_shape[-2]
+    grid = math.prod(
+        i + lo + hi for i, (lo, hi) in zip(x_shape[-spec.ndim - 1 : -1], spec.padding, strict=True)
+    )
     if spec.groups == 1:
         kind = "pointwise" if math.prod(window) == 1 else "dense"
     else:
@@ -123,6 +154,7 @@ def features(
         dilated=any(d > 1 for d in spec.dilation),
         window=max(window),
         narrow=c_per_group <= NARROW_GROUP,
+        spectrum_bytes=8 * (grid // 2 + 1) * c_per_group * kernel_shape[-1],
     )
 
 
