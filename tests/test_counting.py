@@ -407,7 +407,7 @@ def test_layer_is_normalised_frozen_and_hashable():
             r"Layer: groups must divide kernel_shape\[-1\], but 4 does not divide 6",
         ),
         (lambda: Layer((3, 3, 1, 1), strides=0), ValueError, r"Layer: strides must be >= 1"),
-        (lambda: Layer((3, 3, 1, 1), padding="HALF"), ValueError, r"padding must be one of"),
+        (lambda: Layer((3, 3, 1, 1), padding="HALVES"), ValueError, r"padding must be one of"),
         (lambda: Layer((3, 3, 1, 1), bias=1), TypeError, r"Layer: bias must be a bool, got 1"),
         (
             lambda: Layer((3, 3, 1, 1), strides=2, output_padding=1),

@@ -48,7 +48,7 @@ K = jnp.zeros((3, 3, 4, 6), jnp.float32)
         ),
         (X, K, {"dilation": (1, -1)}, ValueError, r"dilation must be >= 1 in every dim"),
         (X, K, {"strides": True}, TypeError, r"strides must be an int, got True"),
-        (X, K, {"padding": "HALF"}, ValueError, r"padding must be one of .*got 'HALF'"),
+        (X, K, {"padding": "HALVES"}, ValueError, r"padding must be one of .*got 'HALVES'"),
         (
             X,
             K,

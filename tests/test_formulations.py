@@ -4,6 +4,7 @@ picks what it says; and ``auto`` equals ``lax`` on every variant under jit, vmap
 
 import functools
 import math
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from helpers import TOLERANCE, assert_close, fan_in, operands
 from hypothesis import given
 
 import convjax
-from convjax._src import dispatch
+from convjax._src import dispatch, spec
 
 FORMULATIONS = [f.name for f in convjax.formulations() if f.name != "auto"]
 
@@ -105,6 +106,8 @@ def test_formulations_lists_every_name_impl_accepts():
     for name in names:
         assert convjax.conv(x, kernel, impl=name).shape == (1, 4, 4, 2)
     assert all(f.accepts and f.description for f in convjax.formulations())
+    literal, _backend = typing.get_args(spec.Impl)  # the annotation names the same formulations
+    assert list(typing.get_args(literal)) == names
 
 
 # -- forward mode ---------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ BAD_OPTIONS = [
     ({"strides": 0}, ValueError, r"strides must be >= 1 in every dim, got \(0, 0\)"),
     ({"strides": (1, 1, 1)}, ValueError, r"strides needs one entry per spatial dim \(2\), got 3"),
     ({"padding_mode": "zero"}, ValueError, r"padding_mode must be one of .* got 'zero'"),
-    ({"padding": "HALF"}, ValueError, r"padding must be one of \('VALID', 'SAME'"),
+    ({"padding": "HALVES"}, ValueError, r"padding must be one of \('VALID', 'SAME'"),
     ({"padding": (1, 1, 1)}, ValueError, r"padding needs one entry per spatial dim \(2\), got 3"),
     ({"kernel_dilation": (1, 0)}, ValueError, r"kernel_dilation must be >= 1 in every dim"),
     ({"impl": "cudnn"}, ValueError, r"impl must be one of"),

@@ -1,4 +1,4 @@
-"""Conv arithmetic and the seed's facts."""
+"""Conv arithmetic and the classic example's facts."""
 
 import math
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import convjax
 
 
-def test_seed_5x5_kernel_3_stride_2_no_padding_gives_2x2():
+def test_classic_5x5_kernel_3_stride_2_no_padding_gives_2x2():
     assert convjax.conv_output_size(5, 3, stride=2) == 2
     assert convjax.output_shape((5, 5, 1), (3, 3, 1, 1), strides=2) == (2, 2, 1)
     for impl in IMPLS:
@@ -23,17 +23,36 @@ def test_seed_5x5_kernel_3_stride_2_no_padding_gives_2x2():
 
 @pytest.mark.parametrize("size", [1, 4, 7, 10])
 @pytest.mark.parametrize("window", [1, 3, 5])
-def test_seed_half_padding_with_stride_1_keeps_the_size(size, window):
+def test_classic_half_padding_with_stride_1_keeps_the_size(size, window):
     assert convjax.output_shape((size, size, 2), (window, window, 2, 3), padding="SAME") == (
         size,
         size,
         3,
     )
     assert convjax.output_shape((size, 2), (window, 2, 3), padding=(window - 1) // 2) == (size, 3)
+    assert convjax.output_shape((size, 2), (window, 2, 3), padding="half") == (size, 3)
+
+
+@pytest.mark.parametrize("window, dilation", [(1, 1), (2, 1), (3, 1), (4, 1), (3, 2), (2, 3)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_half_padding_is_floor_of_half_the_span_on_each_side(window, dilation, stride):
+    span = (window - 1) * dilation + 1
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 2)))
+    k = jnp.asarray(np.random.default_rng(1).normal(size=(window, 2, 3)))
+    options = dict(strides=stride, dilation=dilation)
+    half = convjax.conv(x, k, padding="HALF", **options)
+    expected = reference.conv(x, k, (stride,), [(span // 2, span // 2)], (dilation,))
+    np.testing.assert_allclose(half, expected, rtol=1e-6, atol=1e-6)
+    assert half.shape[1] == (7 + 2 * (span // 2) - span) // stride + 1
+    y = jnp.ones_like(half)
+    np.testing.assert_allclose(
+        convjax.conv_transpose(y, k, padding="HALF", **options),
+        convjax.conv_transpose(y, k, padding=span // 2, **options),
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_seed_3x3_at_rate_2_is_a_5x5_with_every_second_row_and_column_zero(impl):
+def test_classic_3x3_at_rate_2_is_a_5x5_with_every_second_row_and_column_zero(impl):
     assert convjax.effective_window(3, 2) == 5
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 9, 9, 2))
@@ -49,7 +68,7 @@ def test_seed_3x3_at_rate_2_is_a_5x5_with_every_second_row_and_column_zero(impl)
     )
 
 
-def test_seed_parameter_count_is_I_times_O_times_K():
+def test_classic_parameter_count_is_I_times_O_times_K():
     kernel_shape = (3, 3, 16, 32)  # I = 16, O = 32, K = 9
     assert math.prod(kernel_shape) == 16 * 32 * 9 == 4608
 

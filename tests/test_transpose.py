@@ -437,7 +437,7 @@ K = jnp.zeros((3, 3, 3, 4), jnp.float32)
             r"3 does not divide 4",
         ),
         (Y, K, {"strides": 0}, ValueError, r"conv_transpose: strides must be >= 1 in every dim"),
-        (Y, K, {"padding": "HALF"}, ValueError, r"conv_transpose: padding must be one of"),
+        (Y, K, {"padding": "HALVES"}, ValueError, r"conv_transpose: padding must be one of"),
         (
             Y,
             K,

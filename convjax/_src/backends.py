@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 
 if TYPE_CHECKING:
-    from convjax._src.spec import ConvSpec
+    from convjax._src.spec import ConvSpec, DTypeLike, PrecisionLike
 
 _JNP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -40,8 +40,8 @@ class Backend(Protocol):
         kernel: jax.Array,
         spec: ConvSpec,
         *,
-        precision: Any = None,
-        preferred_element_type: Any = None,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
     ) -> jax.Array: ...
 
     def refuses(self, spec: ConvSpec, x_shape, kernel_shape) -> str | None: ...

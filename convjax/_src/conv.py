@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,11 @@ import jax.numpy as jnp
 from convjax._src import gather
 from convjax._src.spec import (
     ConvSpec,
+    DTypeLike,
+    Impl,
     Padding,
+    PaddingMode,
+    PrecisionLike,
     check_arrays,
     check_dtypes,
     check_precision,
@@ -56,10 +59,10 @@ def conv(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
 ) -> jax.Array:
     r"""N-d convolution (cross-correlation, as in every deep learning library), channels last.
 
@@ -76,8 +79,9 @@ def conv(
         has ``I · O · K / groups`` weights (``K = prod(window)``).
       strides: window step, an int or one per spatial dim.
       padding: ``"VALID"``, ``"SAME"`` (``ceil(i / s)`` outputs, odd totals put the extra pad
-        high), ``"FULL"`` (``k̂ − 1`` each side), ``"CAUSAL"`` (``k̂ − 1`` low, 0 high), an int,
-        one int per dim, or one ``(lo, hi)`` pair per dim.
+        high), ``"HALF"`` (``⌊k̂ / 2⌋`` each side), ``"FULL"`` (``k̂ − 1`` each side),
+        ``"CAUSAL"`` (``k̂ − 1`` low, 0 high), an int, one int per dim, or one ``(lo, hi)`` pair
+        per dim.
       dilation: kernel dilation (atrous rate), an int or one per spatial dim.
       groups: feature groups; output channel ``g · J + j`` sees only input group ``g``.
       padding_mode: ``"zeros"``, ``"reflect"`` (mirror, edge not repeated; pad < size),
@@ -123,10 +127,10 @@ def dilated_conv(
     strides: int | Sequence[int] = 1,
     padding: Padding = "VALID",
     groups: int = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
 ) -> jax.Array:
     """Atrous convolution: :func:`conv` with kernel dilation ``rate``.
 
@@ -163,10 +167,10 @@ def depthwise_conv(
     strides: int | Sequence[int] = 1,
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
 ) -> jax.Array:
     """Depthwise convolution: each input channel convolved with its own ``m`` filters.
 
@@ -225,7 +229,7 @@ def output_shape(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
+    padding_mode: PaddingMode = "zeros",
 ) -> tuple[int, ...]:
     """The shape :func:`conv` returns for these shapes and options, with no array work.
 
@@ -258,7 +262,7 @@ def index_map(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
+    padding_mode: PaddingMode = "zeros",
 ) -> gather.IndexMap:
     """The gather path's index map for these shapes: which input each output tap reads.
 

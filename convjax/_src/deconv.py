@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,10 @@ from jax import lax
 
 from convjax._src import shapes
 from convjax._src.spec import (
+    Impl,
     Padding,
+    PaddingMode,
+    PrecisionLike,
     check_arrays,
     check_dtypes,
     check_int,
@@ -66,13 +69,13 @@ def deconvolve(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
+    padding_mode: PaddingMode = "zeros",
     output_padding: int | Sequence[int] = 0,
     input_shape: int | Sequence[int] | None = None,
     tol: float = 1e-6,
     max_iters: int = 500,
-    impl: Any = "auto",
-    precision: Any = None,
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
     return_info: bool = False,
 ) -> jax.Array | tuple[jax.Array, DeconvolveInfo]:
     r"""Recover ``x`` from ``y = conv(x, kernel, **options)``: the inverse, not the transpose.

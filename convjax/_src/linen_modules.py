@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from convjax._src import modules_common as common
 from convjax._src.conv import conv, depthwise_conv
 from convjax._src.separable import depthwise_separable_conv, spatial_separable_conv
-from convjax._src.spec import Padding
+from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike
 from convjax._src.transpose import conv_transpose
 
 Initializer = Any
@@ -61,8 +61,8 @@ class Conv(_Module):
       features: output channels ``C_out`` (``C_in`` is read from the input).
       kernel_size: the window, one int per spatial dim, e.g. ``(3, 3)``.
       strides: window step, an int or one per spatial dim.
-      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, ``"CAUSAL"``, an int, one int per
-        dim or one ``(lo, hi)`` pair per dim.
+      padding: ``"VALID"`` (default), ``"SAME"``, ``"HALF"``, ``"FULL"``, ``"CAUSAL"``, an int,
+        one int per dim or one ``(lo, hi)`` pair per dim.
       kernel_dilation: kernel dilation (atrous rate); :func:`convjax.conv`'s ``dilation``.
       feature_group_count: feature groups; :func:`convjax.conv`'s ``groups``.
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
@@ -91,15 +91,15 @@ class Conv(_Module):
     padding: Padding = "VALID"
     kernel_dilation: IntOrSeq = 1
     feature_group_count: int = 1
-    padding_mode: str = "zeros"
+    padding_mode: PaddingMode = "zeros"
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    preferred_element_type: Any = None
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+    precision: PrecisionLike = None
+    preferred_element_type: DTypeLike | None = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "auto"
+    impl: Impl = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -162,15 +162,15 @@ class ConvTranspose(_Module):
     output_shape: Sequence[int] | None = None
     kernel_dilation: IntOrSeq = 1
     feature_group_count: int = 1
-    padding_mode: str = "zeros"
+    padding_mode: PaddingMode = "zeros"
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    preferred_element_type: Any = None
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+    precision: PrecisionLike = None
+    preferred_element_type: DTypeLike | None = None
     kernel_init: Initializer = common.default_transpose_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "auto"
+    impl: Impl = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -226,15 +226,15 @@ class DepthwiseConv(_Module):
     depth_multiplier: int = 1
     padding: Padding = "VALID"
     kernel_dilation: IntOrSeq = 1
-    padding_mode: str = "zeros"
+    padding_mode: PaddingMode = "zeros"
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    preferred_element_type: Any = None
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+    precision: PrecisionLike = None
+    preferred_element_type: DTypeLike | None = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "auto"
+    impl: Impl = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -287,15 +287,15 @@ class DepthwiseSeparableConv(_Module):
     depth_multiplier: int = 1
     padding: Padding = "VALID"
     kernel_dilation: IntOrSeq = 1
-    padding_mode: str = "zeros"
+    padding_mode: PaddingMode = "zeros"
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    preferred_element_type: Any = None
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+    precision: PrecisionLike = None
+    preferred_element_type: DTypeLike | None = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "auto"
+    impl: Impl = "auto"
 
     @nn.compact
     @common.reports_as_module
@@ -359,15 +359,15 @@ class SpatialSeparableConv(_Module):
     padding: Padding = "VALID"
     kernel_dilation: IntOrSeq = 1
     feature_group_count: int = 1
-    padding_mode: str = "zeros"
+    padding_mode: PaddingMode = "zeros"
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    precision: Any = None
-    preferred_element_type: Any = None
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+    precision: PrecisionLike = None
+    preferred_element_type: DTypeLike | None = None
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
-    impl: Any = "auto"
+    impl: Impl = "auto"
 
     @nn.compact
     @common.reports_as_module

@@ -19,7 +19,7 @@ from flax import nnx
 from convjax._src import modules_common as common
 from convjax._src.conv import conv, depthwise_conv
 from convjax._src.separable import depthwise_separable_conv, spatial_separable_conv
-from convjax._src.spec import Padding
+from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike
 from convjax._src.transpose import conv_transpose
 
 Initializer = Any
@@ -55,8 +55,8 @@ class Conv(_Module):
       out_features: output channels ``C_out``.
       kernel_size: the window, one int per spatial dim, e.g. ``(3, 3)``.
       strides: window step, an int or one per spatial dim.
-      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, ``"CAUSAL"``, an int, one int per
-        dim or one ``(lo, hi)`` pair per dim.
+      padding: ``"VALID"`` (default), ``"SAME"``, ``"HALF"``, ``"FULL"``, ``"CAUSAL"``, an int,
+        one int per dim or one ``(lo, hi)`` pair per dim.
       kernel_dilation: kernel dilation (atrous rate); :func:`convjax.conv`'s ``dilation``.
       feature_group_count: feature groups; :func:`convjax.conv`'s ``groups``.
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
@@ -91,15 +91,15 @@ class Conv(_Module):
         padding: Padding = "VALID",
         kernel_dilation: IntOrSeq = 1,
         feature_group_count: int = 1,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        preferred_element_type: Any = None,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "auto",
+        impl: Impl = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.conv_shapes(
@@ -170,7 +170,7 @@ class ConvTranspose(_Module):
     >>> import jax.numpy as jnp, convjax
     >>> from flax import nnx
     >>> layer = convjax.nnx.ConvTranspose(3, 8, (3, 3), strides=2, rngs=nnx.Rngs(0))
-    >>> layer(jnp.ones((1, 2, 2, 3))).shape  # the seed's 2x2 back to 5x5
+    >>> layer(jnp.ones((1, 2, 2, 3))).shape  # the classic 2x2 back to 5x5
     (1, 5, 5, 8)
     """
 
@@ -186,15 +186,15 @@ class ConvTranspose(_Module):
         output_shape: Sequence[int] | None = None,
         kernel_dilation: IntOrSeq = 1,
         feature_group_count: int = 1,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        preferred_element_type: Any = None,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
         kernel_init: Initializer = common.default_transpose_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "auto",
+        impl: Impl = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.conv_transpose_shapes(
@@ -277,15 +277,15 @@ class DepthwiseConv(_Module):
         depth_multiplier: int = 1,
         padding: Padding = "VALID",
         kernel_dilation: IntOrSeq = 1,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        preferred_element_type: Any = None,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "auto",
+        impl: Impl = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.depthwise_shapes(
@@ -366,15 +366,15 @@ class DepthwiseSeparableConv(_Module):
         depth_multiplier: int = 1,
         padding: Padding = "VALID",
         kernel_dilation: IntOrSeq = 1,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        preferred_element_type: Any = None,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "auto",
+        impl: Impl = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.depthwise_separable_shapes(
@@ -468,15 +468,15 @@ class SpatialSeparableConv(_Module):
         padding: Padding = "VALID",
         kernel_dilation: IntOrSeq = 1,
         feature_group_count: int = 1,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        preferred_element_type: Any = None,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
-        impl: Any = "auto",
+        impl: Impl = "auto",
         rngs: nnx.Rngs,
     ):
         shapes = common.spatial_separable_shapes(

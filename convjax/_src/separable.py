@@ -25,7 +25,11 @@ import numpy as np
 from convjax._src.conv import _checked_spec, apply, conv, depthwise_check
 from convjax._src.spec import (
     ConvSpec,
+    DTypeLike,
+    Impl,
     Padding,
+    PaddingMode,
+    PrecisionLike,
     check_arrays,
     check_dtypes,
     check_int,
@@ -109,10 +113,10 @@ def spatial_separable_conv(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
 ) -> jax.Array:
     r"""Spatially separable convolution: one 1-D kernel per spatial axis, applied in turn.
 
@@ -220,10 +224,10 @@ def depthwise_separable_conv(
     strides: int | Sequence[int] = 1,
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
 ) -> jax.Array:
     r"""Depthwise separable convolution: :func:`~convjax.depthwise_conv`, then a 1×1 conv.
 

@@ -7,7 +7,7 @@ this module touches an array.
 
 from __future__ import annotations
 
-PADDING_STRINGS = ("VALID", "SAME", "FULL", "CAUSAL")
+PADDING_STRINGS = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
 
 
 def effective_window(window: int, dilation: int) -> int:
@@ -22,14 +22,18 @@ def effective_window(window: int, dilation: int) -> int:
 def string_padding(
     padding: str, size: int, window: int, stride: int, dilation: int
 ) -> tuple[int, int]:
-    """Resolve ``"VALID"``, ``"SAME"``, ``"FULL"`` or ``"CAUSAL"`` to ``(lo, hi)`` for one dim.
+    """Resolve ``"VALID"``, ``"SAME"``, ``"HALF"``, ``"FULL"`` or ``"CAUSAL"`` to ``(lo, hi)``.
 
     ``"SAME"`` gives ``ceil(size / stride)`` outputs; an odd total puts the extra pad on the high
-    side (as lax and TensorFlow do).  ``"FULL"`` pads ``k̂ - 1`` on both sides, ``"CAUSAL"`` on the
-    low side only.
+    side (as lax and TensorFlow do).  ``"HALF"`` pads ``⌊k̂ / 2⌋`` on both sides (Dumoulin &
+    Visin's half padding, PyTorch's ``padding=k // 2``): the same as ``"SAME"`` for an odd
+    window at stride 1, one output more for an even one.  ``"FULL"`` pads ``k̂ - 1`` on both
+    sides, ``"CAUSAL"`` on the low side only.
 
     >>> string_padding("SAME", 5, 3, 1, 1), string_padding("CAUSAL", 5, 3, 1, 2)
     ((1, 1), (4, 0))
+    >>> string_padding("HALF", 5, 4, 1, 1), string_padding("SAME", 5, 4, 1, 1)
+    ((2, 2), (1, 2))
     """
     span = effective_window(window, dilation)
     if padding == "VALID":
@@ -38,6 +42,8 @@ def string_padding(
         return (span - 1, span - 1)
     if padding == "CAUSAL":
         return (span - 1, 0)
+    if padding == "HALF":
+        return (span // 2, span // 2)
     if padding == "SAME":
         out = -(-size // stride)
         total = max((out - 1) * stride + span - size, 0)
@@ -52,7 +58,7 @@ def conv_output_size(
 
     Returns a number below 1 when the window does not fit the padded input.
 
-    >>> conv_output_size(5, 3, stride=2)  # the seed's example: 5x5, k=3, s=2, no padding
+    >>> conv_output_size(5, 3, stride=2)  # the classic example: 5x5, k=3, s=2, no padding
     2
     """
     lo, hi = padding
@@ -69,7 +75,7 @@ def conv_transpose_output_size(
 ) -> int:
     """Transposed size ``o′ = s(i′ − 1) + a + k̂ − lo − hi`` (Relationship 14).
 
-    >>> conv_transpose_output_size(2, 3, stride=2)  # 2x2 back to the seed's 5x5
+    >>> conv_transpose_output_size(2, 3, stride=2)  # 2x2 back to the classic 5x5
     5
     """
     lo, hi = padding

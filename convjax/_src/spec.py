@@ -18,7 +18,7 @@ import functools
 import math
 import operator
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +28,14 @@ from jax import lax
 from convjax._src import shapes
 from convjax._src.backends import Backend, resolve_backend
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+# A formulation's name (see convjax.formulations()) or a backend instance.
+Impl = Literal["auto", "lax", "gather", "taps", "fft"] | Backend
+PrecisionLike = lax.PrecisionLike
+DTypeLike = jax.typing.DTypeLike
 
 FLOAT_DTYPES = "float16, bfloat16, float32, float64"
 
@@ -236,7 +241,7 @@ def conv_options(
     dilation: Any = 1,
     groups: Any = 1,
     padding_mode: Any = "zeros",
-    impl: Any = "auto",
+    impl: Impl = "auto",
     dilation_name: str = "dilation",
 ) -> ConvOptions:
     """Check every option that does not depend on the operands' shapes."""
@@ -396,8 +401,8 @@ def make_spec(
     padding: Padding = "VALID",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
     dilation_name: str = "dilation",
 ) -> ConvSpec:
     """Validate a convolution of ``x_shape`` by ``kernel_shape`` and normalise its options.

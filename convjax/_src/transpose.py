@@ -30,7 +30,11 @@ from convjax._src.conv import apply
 from convjax._src.spec import (
     ConvOptions,
     ConvSpec,
+    DTypeLike,
+    Impl,
     Padding,
+    PaddingMode,
+    PrecisionLike,
     check_arrays,
     check_dtypes,
     check_precision,
@@ -67,13 +71,15 @@ class ConvOperator:
     def input_spatial(self) -> tuple[int, ...]:
         return self.input_shape[-self.spec.ndim - 1 : -1]
 
-    def forward(self, z: jax.Array, kernel: jax.Array, *, precision: Any = None) -> jax.Array:
+    def forward(
+        self, z: jax.Array, kernel: jax.Array, *, precision: PrecisionLike = None
+    ) -> jax.Array:
         y = apply(z, kernel, self.spec, precision=precision)
         if y.shape[-self.spec.ndim - 1 : -1] == self.output_spatial:
             return y
         return y[(..., *(slice(0, o) for o in self.output_spatial), slice(None))]
 
-    def transpose(self, kernel: jax.Array, *, precision: Any = None):
+    def transpose(self, kernel: jax.Array, *, precision: PrecisionLike = None):
         """The adjoint of :meth:`forward` for this kernel, as a function of one array."""
         return lambda x: _adjoint(self, kernel, x, precision=precision)
 
@@ -125,7 +131,7 @@ def transpose_options(
     dilation: Any = 1,
     groups: Any = 1,
     padding_mode: Any = "zeros",
-    impl: Any = "auto",
+    impl: Impl = "auto",
     shape_name: str = "output_shape",
     dilation_name: str = "dilation",
 ) -> tuple[ConvOptions, tuple[int, ...], tuple[int, ...] | None]:
@@ -178,8 +184,8 @@ def transpose_operator(
     output_shape: int | Sequence[int] | None = None,
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
     x_name: str = "x",
     shape_name: str = "output_shape",
     kernel_layout: str = TRANSPOSE_KERNEL,
@@ -283,10 +289,10 @@ def conv_transpose(
     output_shape: int | Sequence[int] | None = None,
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    padding_mode: str = "zeros",
-    impl: Any = "auto",
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    precision: PrecisionLike = None,
+    preferred_element_type: DTypeLike | None = None,
 ) -> jax.Array:
     r"""Transposed convolution: the adjoint of :func:`~convjax.conv` with the same options.
 
