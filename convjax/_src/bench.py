@@ -467,9 +467,10 @@ def chart(results: dict[str, Any], path: str) -> None:
     rows = [r for r in results["rows"] if r["ratio_to_torch"]]
     if not rows:
         raise ValueError("convjax bench: no PyTorch timings to chart ratios against.")
+    order = ["auto", "lax", "gather", "taps", "fft", "flax"]
     names = sorted(
         {n for r in rows for n in r["ratio_to_torch"]},
-        key=["auto", "lax", "gather", "taps", "fft", "flax"].index,
+        key=lambda n: (order.index(n) if n in order else len(order), n),
     )
     fig, ax = plt.subplots(figsize=(12, 0.45 * len(rows) + 1.5))
     height = 0.8 / len(names)
@@ -624,7 +625,7 @@ def train_contenders(
     for impl in formulations:
         model = Denoiser(1, width, impl=impl, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(model)
-        contenders[f"convjax {impl}"] = _adam_step_jax(
+        contenders[impl] = _adam_step_jax(
             lambda p, x, g=graphdef: nnx.merge(g, p)(x), params, noisy, clean, on_device
         )
     graphdef, params = nnx.split(_flax_denoiser(width, nnx.Rngs(0)))
