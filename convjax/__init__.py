@@ -1,6 +1,6 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
-from convjax import from_torch, linen, nnx
+from convjax import from_torch, linen, nnx, viz
 from convjax._src.backends import (
     AutoBackend,
     FFTBackend,
@@ -69,4 +69,5 @@ __all__ = [
     "receptive_field",
     "separable_factors",
     "spatial_separable_conv",
+    "viz",
 ]

@@ -3,12 +3,108 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+PADDING_NAMES = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
+
+
+def _animate_parser(commands) -> None:
+    animate = commands.add_parser(
+        "animate",
+        help="draw any convolution as an animation (.gif, .html) or a frame sheet (.png)",
+        description="Draw convjax.conv (or, --transpose, convjax.conv_transpose) for the given "
+        "shapes and options, frame by frame, from the index maps convjax computes with.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    animate.add_argument("--input", type=int, nargs="+", required=True, help="spatial sizes")
+    animate.add_argument("--kernel", type=int, nargs="+", required=True, help="window sizes")
+    animate.add_argument("--stride", type=int, nargs="+", default=[1], help="one or per dim")
+    animate.add_argument(
+        "--padding",
+        nargs="+",
+        default=["VALID"],
+        help=f"one of {', '.join(PADDING_NAMES)}, or ints (one or per dim)",
+    )
+    animate.add_argument("--dilation", type=int, nargs="+", default=[1], help="one or per dim")
+    animate.add_argument("--groups", type=int, default=1, help="feature groups")
+    animate.add_argument(
+        "--channels",
+        type=int,
+        nargs=2,
+        default=[1, 1],
+        metavar=("C_IN", "C_OUT"),
+        help="input and output channels",
+    )
+    animate.add_argument(
+        "--padding-mode", default="zeros", choices=("zeros", "reflect", "replicate", "circular")
+    )
+    animate.add_argument("--transpose", action="store_true", help="draw conv_transpose")
+    animate.add_argument("--output-padding", type=int, nargs="+", default=[0], help="transposed")
+    animate.add_argument(
+        "--view", choices=("forward", "scatter", "conv"), help="default: forward, or scatter"
+    )
+    animate.add_argument("--values", action="store_true", help="write numbers in the cells")
+    animate.add_argument("--fps", type=float, default=2.0, help="frames per second")
+    animate.add_argument("--out", required=True, help="the file: .gif, .html or .png")
+
+
+def _one_or_many(values: list[int]) -> int | tuple[int, ...]:
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _animate(args) -> int:
+    from convjax._src import viz
+
+    if len(args.padding) == 1 and not args.padding[0].lstrip("-").isdigit():
+        padding = args.padding[0]
+    else:
+        try:
+            padding = _one_or_many([int(p) for p in args.padding])
+        except ValueError:
+            return _fail(f"--padding takes one name or ints, got {' '.join(args.padding)}.")
+    c_in, c_out = args.channels
+    if args.transpose:
+        kernel = (*args.kernel, c_out // max(args.groups, 1), c_in)
+    else:
+        kernel = (*args.kernel, c_in // max(args.groups, 1), c_out)
+    try:
+        anim = viz.animate(
+            (*args.input, c_in),
+            kernel,
+            strides=_one_or_many(args.stride),
+            padding=padding,
+            dilation=_one_or_many(args.dilation),
+            groups=args.groups,
+            padding_mode=args.padding_mode,
+            transpose=args.transpose,
+            output_padding=_one_or_many(args.output_padding),
+            view=args.view,
+            values=args.values,
+        )
+        path = anim.save(args.out, fps=args.fps)
+    except (ValueError, TypeError, ImportError) as error:
+        return _fail(str(error))
+    print(f"wrote {path} ({len(anim.steps)} frames)")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"convjax animate: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="convjax", description=__doc__)
+    from convjax import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="convjax",
+        description="Every convolution, several ways: walk through them, draw them, train with "
+        "them, and time them against Flax and PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"convjax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("tour", help="walk through every convolution type on real arrays")
+    _animate_parser(commands)
     train = commands.add_parser(
         "train", help="train a small conv denoiser with optax on synthetic data"
     )
@@ -42,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.add_argument("--png", metavar="PATH", help="write a chart of the ratios to PyTorch")
     args = parser.parse_args(argv)
+    if args.command == "animate":
+        return _animate(args)
     if args.command == "tour":
         from convjax._src import tour
 
