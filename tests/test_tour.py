@@ -1,13 +1,23 @@
-"""``convjax tour`` runs end to end and every lax/gather comparison it prints agrees."""
+"""``convjax tour`` runs end to end, every lax/gather comparison it prints agrees, and its page
+shows each type's pictures in order."""
 
+import html
 import re
 
-from convjax._src import cli
+from convjax._src import cli, tour
 
 
-def test_tour_prints_every_section_and_both_paths_agree(capsys):
-    assert cli.main(["tour"]) == 0
+def test_tour_prints_every_section_and_both_paths_agree(capsys, tmp_path):
+    assert cli.main(["tour", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    page = (tmp_path / "index.html").read_text()
+    titles = [title for title, _, _ in tour.SECTIONS]
+    positions = [page.index(f". {html.escape(title)}</h2>") for title in titles]
+    assert positions == sorted(positions)  # the page tells the types in the tour's order
+    pictures = [p for _, _, section in tour.SECTIONS for p in section]
+    channel_pictures = sum("channels" in options for _, options in pictures)
+    assert page.count("<script>") == len(pictures) - channel_pictures >= 6
+    assert page.count("<img alt=") == channel_pictures >= 3
     assert "DIFFER" not in out
     assert out.count("(agree)") >= 12
     for fact in [

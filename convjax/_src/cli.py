@@ -103,7 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"convjax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("tour", help="walk through every convolution type on real arrays")
+    tour_parser = commands.add_parser(
+        "tour",
+        help="walk through every convolution type on real arrays",
+        description="Walk through every convolution type on real arrays, two formulations side "
+        "by side; with --out, also write an HTML page of animations in the same order.",
+    )
+    tour_parser.add_argument(
+        "--out", metavar="DIR", help="also write DIR/index.html (needs convjax[viz])"
+    )
     _animate_parser(commands)
     train = commands.add_parser(
         "train", help="train a small conv denoiser with optax on synthetic data"
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tour":
         from convjax._src import tour
 
-        tour.run()
+        tour.run(out=args.out)
     elif args.command == "bench":
         from convjax._src import bench as benchmarks
 

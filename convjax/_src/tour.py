@@ -1,9 +1,16 @@
-"""``convjax tour``: the seed's convolution types on real arrays, both paths side by side."""
+"""``convjax tour``: the classic convolution types on real arrays, two formulations side by side.
+
+With ``out``, it also writes ``index.html``: an animation (or a channel picture) for each type, in
+the order the tour tells them, drawn by :mod:`convjax.viz`.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import pathlib
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +18,15 @@ import numpy as np
 
 import convjax
 
-SECTIONS: list[tuple[str, Callable[[], None]]] = []
+SECTIONS: list[tuple[str, Callable[[], None], tuple[tuple[str, dict[str, Any]], ...]]] = []
 
 
-def section(title: str):
+def section(title: str, *pictures: tuple[str, dict[str, Any]]):
+    """Register a tour section; ``pictures`` are ``(caption, viz.animate options)`` pairs, or
+    ``(caption, {"channels": (counts...), "groups": ..., "labels": ...})`` for a channel view."""
+
     def register(fn):
-        SECTIONS.append((title, fn))
+        SECTIONS.append((title, fn, pictures))
         return fn
 
     return register
@@ -38,7 +48,21 @@ def agree(diff: float) -> str:
     return f"lax vs gather max |diff| = {diff:.1e} " + ("(agree)" if diff < 1e-4 else "(DIFFER)")
 
 
-@section("Convolution: kernel size, stride, padding, channels")
+@section(
+    "Convolution: kernel size, stride, padding, channels",
+    (
+        "the classic example: 5x5, 3x3 kernel, stride 2, no padding",
+        dict(input_shape=(5, 5, 1), kernel_shape=(3, 3, 1, 1), strides=2),
+    ),
+    (
+        "half padding keeps the size",
+        dict(input_shape=(5, 5, 1), kernel_shape=(3, 3, 1, 1), padding="HALF"),
+    ),
+    (
+        "circular padding wraps around",
+        dict(input_shape=(4, 4, 1), kernel_shape=(3, 3, 1, 1), padding=1, padding_mode="circular"),
+    ),
+)
 def _standard():
     x, k = _random((1, 5, 5, 1)), _random((3, 3, 1, 1), 1)
     y, diff = both_paths(convjax.conv, x, k, strides=2)
@@ -47,8 +71,8 @@ def _standard():
         f"{agree(diff)}"
     )
     x = _random((1, 7, 7, 16))
-    y, diff = both_paths(convjax.conv, x, _random((3, 3, 16, 32), 1), padding="SAME")
-    print(f"  'half' (SAME) padding, stride 1: 7x7 stays {y.shape[1]}x{y.shape[2]}   {agree(diff)}")
+    y, diff = both_paths(convjax.conv, x, _random((3, 3, 16, 32), 1), padding="HALF")
+    print(f"  'HALF' padding, stride 1: 7x7 stays {y.shape[1]}x{y.shape[2]}   {agree(diff)}")
     i, o, kk = 16, 32, 9
     print(f"  parameters I*O*K = {i}*{o}*{kk} = {math.prod((3, 3, 16, 32))}")
     for mode in ("zeros", "reflect", "replicate", "circular"):
@@ -58,7 +82,13 @@ def _standard():
         print(f"  padding_mode={mode:<9} -> {tuple(y.shape)}   {agree(diff)}")
 
 
-@section("Dilated (atrous) convolution")
+@section(
+    "Dilated (atrous) convolution",
+    (
+        "a 3x3 kernel at rate 2 sees 5x5",
+        dict(input_shape=(7, 7, 1), kernel_shape=(3, 3, 1, 1), dilation=2),
+    ),
+)
 def _dilated():
     x, k3 = _random((1, 9, 9, 1)), _random((3, 3, 1, 1), 1)
     y, diff = both_paths(convjax.dilated_conv, x, k3, rate=2)
@@ -75,7 +105,17 @@ def _dilated():
     )
 
 
-@section("Grouped and depthwise convolution")
+@section(
+    "Grouped and depthwise convolution",
+    (
+        "groups=4: each output channel reads one group's input channels",
+        {"channels": (16, 32), "groups": 4},
+    ),
+    (
+        "depthwise, multiplier 2: each input channel feeds two output channels",
+        {"channels": (16, 32), "groups": 16},
+    ),
+)
 def _grouped():
     x = _random((2, 8, 8, 16))
     y, diff = both_paths(convjax.conv, x, _random((3, 3, 4, 32), 1), groups=4)
@@ -90,7 +130,19 @@ def _grouped():
     )
 
 
-@section("Transposed convolution vs deconvolution")
+@section(
+    "Transposed convolution vs deconvolution",
+    (
+        "transposed, 2x2 back to 5x5: each input cell added into the output",
+        dict(input_shape=(2, 2, 1), kernel_shape=(3, 3, 1, 1), strides=2, transpose=True),
+    ),
+    (
+        "the same transposed conv as a stride-1 conv over inserted zeros",
+        dict(
+            input_shape=(2, 2, 1), kernel_shape=(3, 3, 1, 1), strides=2, transpose=True, view="conv"
+        ),
+    ),
+)
 def _transpose_vs_deconvolution():
     x, k = _random((1, 5, 5, 1)), _random((3, 3, 1, 1), 1)
     y = convjax.conv(x, k, strides=2)
@@ -132,7 +184,18 @@ def _transpose_vs_deconvolution():
     )
 
 
-@section("Separable convolutions and counting")
+@section(
+    "Separable convolutions and counting",
+    (
+        "spatially separable, first the 3x1 kernel ...",
+        dict(input_shape=(5, 5, 1), kernel_shape=(3, 1, 1, 1)),
+    ),
+    ("... then the 1x3 kernel", dict(input_shape=(3, 5, 1), kernel_shape=(1, 3, 1, 1))),
+    (
+        "depthwise separable: depthwise 3x3, then 1x1 across channels",
+        {"channels": (8, 8, 12), "groups": (8, 1), "labels": ("depthwise", "pointwise")},
+    ),
+)
 def _separable():
     sobel = jnp.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], jnp.float32)
     f = convjax.separable_factors(sobel, rank=1)
@@ -194,11 +257,53 @@ def _modules():
         f"  convjax.nnx.Conv(16, 32, (3, 3), strides=2): {params} parameters "
         f"(param_count: {counted}) -> {tuple(y.shape)}   {agree(diff)}"
     )
-    print("  `convjax train --impl lax|gather` trains an encoder-decoder built from these layers")
+    print("  `convjax train --impl auto|lax|gather|taps` trains an encoder-decoder of these layers")
 
 
-def run() -> None:
+def run(out: str | pathlib.Path | None = None) -> None:
+    """Print the tour; with ``out``, also write ``out/index.html`` with its pictures."""
     print(f"convjax {convjax.__version__} tour (jax {jax.__version__}, {jax.default_backend()})")
-    for number, (title, fn) in enumerate(SECTIONS, 1):
+    for number, (title, fn, _) in enumerate(SECTIONS, 1):
         print(f"\n{number}. {title}")
         fn()
+    if out is not None:
+        path = write_page(pathlib.Path(out))
+        print(f"\nwrote {path}")
+
+
+def write_page(out: pathlib.Path) -> pathlib.Path:
+    """``out/index.html``: the tour's sections in order, each with its animations (inline
+    players) and channel pictures, self-contained."""
+    import base64
+    import io
+
+    from convjax import viz
+
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>convjax tour</title>",
+        "<body style='font-family:sans-serif;max-width:60em;margin:auto'>",
+        "<h1>convjax tour</h1>",
+        "<p>Every picture is drawn from the index maps convjax computes with.</p>",
+    ]
+    for number, (title, _, pictures) in enumerate(SECTIONS, 1):
+        parts.append(f"<h2>{number}. {html.escape(title)}</h2>")
+        for caption, options in pictures:
+            parts.append(f"<h3>{html.escape(caption)}</h3>")
+            if "channels" in options:
+                fig = viz.channels(
+                    *options["channels"],
+                    groups=options["groups"],
+                    labels=options.get("labels", ()),
+                )
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format="png", dpi=72)
+                data = base64.b64encode(buffer.getvalue()).decode()
+                parts.append(
+                    f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                )
+            else:
+                parts.append(viz.animate(**options).to_html(fps=1.5, cell=0.4, dpi=72))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "index.html"
+    path.write_text("\n".join(parts) + "\n</body>\n")
+    return path
