@@ -13,9 +13,9 @@ from convjax._src import cli, train
 SMALL = dict(batch_size=8, size=16, width=8, blocks=1)
 
 
-def test_loss_falls_by_a_clear_margin():
+def test_loss_falls_by_a_clear_margin(tmp_path):
     out = io.StringIO()
-    result = train.train(steps=60, learning_rate=1e-2, out=out, **SMALL)
+    result = train.train(steps=60, learning_rate=1e-2, out=out, save_to=tmp_path, **SMALL)
     assert result.losses.shape == (60,) and np.all(np.isfinite(result.losses))
     assert result.ratio < 0.5, result.losses
     # The trained model denoises: well below the loss of returning the noisy input.
@@ -23,6 +23,17 @@ def test_loss_falls_by_a_clear_margin():
     text = out.getvalue()
     assert "[##############################] 60/60" in text
     assert "last/first" in text and "held-out batch" in text
+    assert text.index("compiling") < text.index(" 6/60")  # said before the first step's wait
+    # What --out writes reloads as the same model.
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "params.npz",
+        "config.json",
+        "loss.png",
+        "denoised.png",
+    }
+    reloaded = train.load(tmp_path)
+    images = train.make_batch(jax.random.key(5), 2, SMALL["size"])[0]
+    np.testing.assert_array_equal(reloaded(images), result.model(images))
 
 
 def test_lax_and_gather_models_give_the_same_loss_and_gradients_float64():

@@ -10,7 +10,9 @@ takes ``impl``, so the same run can be made on any formulation (``"auto"`` by de
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import pathlib
 import sys
 import time
 from typing import Any, TextIO
@@ -211,6 +213,7 @@ def train(
     seed: int = 0,
     out: TextIO | None = None,
     quiet: bool = False,
+    save_to: str | pathlib.Path | None = None,
 ) -> TrainResult:
     """Train a :class:`Denoiser` with adam on fresh synthetic batches; print progress.
 
@@ -230,6 +233,7 @@ def train(
       seed: seeds the parameters and the data.
       out: where the progress bar and summary go (default ``sys.stdout``).
       quiet: print nothing.
+      save_to: a directory to write the run to (see :func:`save`); :func:`load` reads it back.
 
     Returns:
       A :class:`TrainResult`.
@@ -279,6 +283,8 @@ def train(
 
     # On a terminal the bar redraws in place (50 updates); elsewhere it prints 10 lines.
     live = out is not None and out.isatty()
+    if out is not None:
+        print("compiling the training step (the first step waits for it) ...", file=out, flush=True)
     updates = 50 if live else 10
     losses = np.zeros(steps)
     compile_seconds = 0.0
@@ -301,7 +307,83 @@ def train(
     )
     if out is not None:
         print("\n" + summary(result) if live else summary(result), file=out)
+    if save_to is not None:
+        config = dict(width=width, blocks=blocks, size=size, noise=noise, impl=impl, seed=seed)
+        written = save(result, save_to, config)
+        if out is not None:
+            print(f"wrote {', '.join(str(p) for p in written)}", file=out)
     return result
+
+
+def _flat(state) -> dict[str, jax.Array]:
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+
+
+def save(result: TrainResult, directory: str | pathlib.Path, config: dict[str, Any]):
+    """Write ``params.npz`` (the trained parameters by their state path), ``config.json`` (what
+    :func:`load` needs to rebuild the model), ``loss.png`` (the loss curve) and ``denoised.png``
+    (noisy, denoised and clean held-out images) to ``directory``; return the paths.  The PNGs
+    need matplotlib (``convjax[viz]``); without it only the first two are written."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    params = {k: np.asarray(v) for k, v in _flat(nnx.state(result.model, nnx.Param)).items()}
+    np.savez(directory / "params.npz", **params)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    written = [directory / "params.npz", directory / "config.json"]
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return written
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ax.semilogy(np.arange(1, result.losses.size + 1), result.losses, lw=1)
+    ax.axhline(result.noisy_loss, color="gray", ls="--", lw=1, label="noisy input (held out)")
+    ax.axhline(result.eval_loss, color="black", lw=1, label="denoised (held out)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean squared error")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(directory / "loss.png", dpi=100)
+    noisy, clean = make_batch(
+        jax.random.key(config["seed"] + 2), 4, config["size"], noise=config["noise"]
+    )
+    denoised = result.model(noisy)
+    fig = Figure(figsize=(6, 4.5))
+    rows = (("noisy", noisy), ("denoised", denoised), ("clean", clean))
+    for r, (name, images) in enumerate(rows):
+        for c in range(4):
+            ax = fig.add_subplot(3, 4, 4 * r + c + 1)
+            ax.imshow(np.asarray(images[c, ..., 0]), cmap="gray", vmin=-1.5, vmax=1.5)
+            ax.set_axis_off()
+            if c == 0:
+                ax.set_title(name, fontsize=9, loc="left")
+    fig.tight_layout()
+    fig.savefig(directory / "denoised.png", dpi=100)
+    return [*written, directory / "loss.png", directory / "denoised.png"]
+
+
+def load(directory: str | pathlib.Path, impl: Any = None) -> Denoiser:
+    """The model a :func:`train` run wrote to ``directory`` (``impl``: override the formulation
+    it was trained with)."""
+    directory = pathlib.Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    model = Denoiser(
+        1, config["width"], config["blocks"], impl=impl or config["impl"], rngs=nnx.Rngs(0)
+    )
+    saved = np.load(directory / "params.npz")
+    state = nnx.state(model, nnx.Param)
+    flat = _flat(state)
+    missing, unexpected = set(flat) - set(saved.files), set(saved.files) - set(flat)
+    if missing or unexpected:
+        raise ValueError(
+            f"load: {directory / 'params.npz'} does not hold this model's parameters: missing "
+            f"{sorted(missing)}, unexpected {sorted(unexpected)}."
+        )
+    paths = jax.tree_util.tree_flatten_with_path(state)
+    leaves = [jnp.asarray(saved[jax.tree_util.keystr(path)]) for path, _ in paths[0]]
+    nnx.update(model, jax.tree_util.tree_unflatten(paths[1], leaves))
+    return model
 
 
 def summary(result: TrainResult) -> str:
