@@ -9,120 +9,172 @@
 # ---
 
 # %% [markdown]
-# # Convolution types, on real arrays
+# # Every convolution type, on real arrays
 #
-# Every convolution in convjax exists twice: on `lax.conv_general_dilated` and as an explicit
-# gather. This notebook looks inside the gather path — the index map that says which input every
-# output reads — and checks each claim of the seed against both paths.
+# Each type in turn: an animation drawn from the index maps convjax computes with, the classic
+# numbers computed live, and every formulation (`lax`, `gather`, `taps`, `fft`) checked against
+# the others. Differences are printed as *relative* errors, `|a − b| / |b|`, so that float32
+# rounding on large values reads as what it is.
 
 # %%
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 
 import convjax
+from convjax import viz
 
 rng = np.random.default_rng(0)
+FORMULATIONS = ("lax", "gather", "taps", "fft")
+
+
+def rel(a, b):
+    """Relative error of ``a`` against ``b``."""
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def compare(fn, *args, **kwargs):
+    """Run ``fn`` on every formulation that accepts the call; print each one's relative error
+    against ``lax``; return lax's result."""
+    reference = fn(*args, impl="lax", **kwargs)
+    errors = []
+    for impl in FORMULATIONS[1:]:
+        try:
+            errors.append(f"{impl} {rel(fn(*args, impl=impl, **kwargs), reference):.1e}")
+        except ValueError:  # e.g. fft refuses strides
+            errors.append(f"{impl} refuses")
+    print("  relative to lax:", ", ".join(errors))
+    return reference
+
 
 # %% [markdown]
-# ## Kernel size, stride, padding
+# ## Convolution: kernel size, stride, padding
 #
-# A 5×5 input, a 3×3 kernel, stride 2 and no padding give a 2×2 output. The index map shows the
-# 3×3 window of input rows and columns each output reads.
+# The classic example: a 5×5 input, a 3×3 kernel, stride 2 and no padding give a 2×2 output.
+# Each frame shades the input cells one output reads.
 
 # %%
-m = convjax.index_map((5, 5, 1), (3, 3, 1, 1), strides=2)
-print("output", m.output_spatial, "rows read by output row 0 and 1:", m.axes[0].index.tolist())
-
-
-def draw_reads(ax, index_map, output_position, title):
-    """Shade the input cells one output position reads (taps on zero padding read nothing)."""
-    size = index_map.input_spatial
-    grid = np.zeros(size)
-    for (r, c), valid in index_map.reads(output_position):
-        grid[r, c] += valid
-    ax.imshow(grid, cmap="Blues", vmin=0, vmax=max(grid.max(), 1))
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks(range(size[1]))
-    ax.set_yticks(range(size[0]))
-
-
-fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-for ax, pos in zip(axes, [(0, 0), (0, 1), (1, 0), (1, 1)], strict=True):
-    draw_reads(ax, m, pos, f"output {pos}")
-fig.suptitle("5×5, k=3, stride 2, no padding → 2×2")
-plt.show()
+anim = viz.animate((5, 5, 1), (3, 3, 1, 1), strides=2, values=True)
+print("output positions:", [s.output for s in anim.steps])
+anim
 
 # %%
 x = jnp.asarray(rng.normal(size=(1, 5, 5, 1)), jnp.float32)
 k = jnp.asarray(rng.normal(size=(3, 3, 1, 1)), jnp.float32)
-a = convjax.conv(x, k, strides=2, impl="lax")
-b = convjax.conv(x, k, strides=2, impl="gather")
-print(a.shape, "max |lax - gather| =", float(jnp.max(jnp.abs(a - b))))
+print("conv output shape:", compare(convjax.conv, x, k, strides=2).shape)
+print("parameters of a 3×3, 16 → 32 layer:", convjax.param_count(convjax.Layer((3, 3, 16, 32))))
 
 # %% [markdown]
-# ## Padding modes are index remaps
-#
-# With one pixel of padding, the top-left output reads outside the input. Zero padding masks
-# those taps; reflect, replicate and circular padding read a real input element instead.
+# Half padding (`"HALF"`, ⌊k/2⌋ each side) keeps the size at stride 1. Padding modes are index
+# remaps: reflect, replicate and circular padding cells name the input cell they copy.
 
 # %%
+print("HALF keeps 7×7:", convjax.output_shape((7, 7, 1), (3, 3, 1, 1), padding="HALF"))
+viz.animate((4, 4, 1), (3, 3, 1, 1), padding=1, padding_mode="reflect")
+
+# %%
+x = jnp.asarray(rng.normal(size=(2, 12, 12, 8)), jnp.float32)
 for mode in ("zeros", "reflect", "replicate", "circular"):
-    mm = convjax.index_map((5, 5, 1), (3, 3, 1, 1), padding=1, padding_mode=mode)
-    rows = mm.axes[0]
-    print(
-        f"{mode:>9}: positions {rows.position[0].tolist()} -> rows {rows.index[0].tolist()}, "
-        f"valid {rows.valid[0].tolist()}"
+    print(mode)
+    compare(
+        convjax.conv,
+        x,
+        jnp.asarray(rng.normal(size=(3, 3, 8, 4)), jnp.float32),
+        padding=1,
+        padding_mode=mode,
     )
 
 # %% [markdown]
-# ## Dilated convolution
+# ## Dilated (atrous) convolution
 #
-# A 3×3 kernel at rate 2 sees a 5×5 field with 9 parameters, exactly like a 5×5 kernel with every
-# second row and column deleted.
+# A 3×3 kernel at rate 2 sees a 5×5 field with 9 parameters: a 5×5 kernel with every second row
+# and column deleted.
 
 # %%
-md = convjax.index_map((9, 9, 1), (3, 3, 1, 1), dilation=2)
-fig, ax = plt.subplots(figsize=(3, 3))
-draw_reads(ax, md, (2, 2), "rate 2: output (2, 2)")
-plt.show()
+viz.animate((7, 7, 1), (3, 3, 1, 1), dilation=2)
 
+# %%
 x = jnp.asarray(rng.normal(size=(1, 9, 9, 1)), jnp.float32)
 k3 = jnp.asarray(rng.normal(size=(3, 3, 1, 1)), jnp.float32)
 k5 = jnp.zeros((5, 5, 1, 1), jnp.float32).at[::2, ::2].set(k3)
-diff = jnp.max(jnp.abs(convjax.dilated_conv(x, k3, rate=2) - convjax.conv(x, k5)))
-print("dilated 3×3 vs 5×5 with holes:", float(diff))
+y = compare(convjax.dilated_conv, x, k3, rate=2)
+print("dilated 3×3 vs 5×5 with holes, relative error:", rel(y, convjax.conv(x, k5)))
+print("receptive field:", convjax.receptive_field(convjax.Layer((3, 3, 1, 1), dilation=2)).size)
 
 # %% [markdown]
 # ## Grouped and depthwise
 #
-# With `groups=g`, output channel `g·(C_out/groups) + j` reads only input group `g`: the
-# kernel has `I·O·K / groups` weights. Depthwise is `groups = C_in`.
+# With `groups=g`, output channel `g·(C_out/groups) + j` reads only input group `g`: the kernel
+# has `I·O·K / groups` weights. Depthwise is `groups = C_in`; a depth multiplier `m` gives each
+# input channel `m` outputs.
+
+# %%
+viz.channels(8, 8, groups=4, labels=("groups=4",))
+
+# %%
+x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.float32)
+for name, kernel_shape, groups in [
+    ("dense", (3, 3, 8, 16), 1),
+    ("groups=4", (3, 3, 2, 16), 4),
+    ("depthwise, m=2", (3, 3, 1, 16), 8),
+]:
+    kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+    print(f"{name}: {kernel.size} weights")
+    compare(convjax.conv, x, kernel, groups=groups, padding="SAME")
+
+# %% [markdown]
+# ## Transposed convolution
+#
+# The classic 2×2 back to 5×5: each input cell adds a weighted copy of the kernel into the output
+# (notebook 2 shows the other view and the difference from a deconvolution).
+
+# %%
+viz.animate((2, 2, 1), (3, 3, 1, 1), strides=2, transpose=True, values=True)
+
+# %% [markdown]
+# ## Separable
+#
+# Sobel is rank 1: two 1-D kernels (6 weights) give the 3×3 kernel's output (9 weights). The
+# depthwise-separable version of the 16 → 32 channel 3×3 layer has 656 parameters instead of
+# 4608 (notebook 3 counts the rest).
+
+# %%
+sobel = jnp.asarray([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+factors = convjax.separable_factors(sobel, rank=1)
+image = jnp.asarray(rng.normal(size=(1, 16, 16, 1)), jnp.float32)
+two_1d = compare(
+    convjax.spatial_separable_conv, image, list(factors.depthwise_kernels()), padding="SAME"
+)
+print(
+    "separable vs the 3×3 conv, relative error:",
+    rel(two_1d, convjax.conv(image, sobel.reshape(3, 3, 1, 1), padding="SAME")),
+)
+print(
+    convjax.param_count(convjax.Layer.depthwise_separable((3, 3, 1, 16), (16, 32))),
+    "vs",
+    convjax.param_count(convjax.Layer((3, 3, 16, 32))),
+    "parameters",
+)
+
+# %% [markdown]
+# ## Every formulation under `jit`, `vmap` and `grad`
+#
+# Kernel gradients of a squared-output loss, as relative errors against `lax` (their values are
+# in the hundreds: an absolute difference would say nothing).
 
 # %%
 x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.float32)
 dense = jnp.asarray(rng.normal(size=(3, 3, 8, 16)), jnp.float32)
-grouped = jnp.asarray(rng.normal(size=(3, 3, 2, 16)), jnp.float32)
-depthwise = jnp.asarray(rng.normal(size=(3, 3, 1, 16)), jnp.float32)
-for name, kernel, fn in [
-    ("dense", dense, lambda x, k, **kw: convjax.conv(x, k, **kw)),
-    ("groups=4", grouped, lambda x, k, **kw: convjax.conv(x, k, groups=4, **kw)),
-    ("depthwise m=2", depthwise, lambda x, k, **kw: convjax.depthwise_conv(x, k, **kw)),
-]:
-    y_lax, y_gather = fn(x, kernel, impl="lax"), fn(x, kernel, impl="gather")
-    print(
-        f"{name:>14}: {kernel.size:5d} weights, output {tuple(y_lax.shape)}, "
-        f"max |lax - gather| = {float(jnp.max(jnp.abs(y_lax - y_gather))):.1e}"
-    )
 
-# %% [markdown]
-# ## Both paths under `jit`, `vmap` and `grad`
 
-# %%
-f = jax.jit(lambda x, k: jnp.sum(convjax.conv(x, k, padding="SAME", impl="gather") ** 2))
-g_gather = jax.grad(f, argnums=1)(x, dense)
-g_lax = jax.grad(
-    lambda x, k: jnp.sum(convjax.conv(x, k, padding="SAME", impl="lax") ** 2), argnums=1
-)(x, dense)
-print("kernel gradient, max |lax - gather| =", float(jnp.max(jnp.abs(g_gather - g_lax))))
+def kernel_grad(impl):
+    loss = lambda k: jnp.sum(convjax.conv(x, k, padding="SAME", impl=impl) ** 2)  # noqa: E731
+    return jax.jit(jax.grad(loss))(dense)
+
+
+g_lax = kernel_grad("lax")
+print("largest |gradient entry|:", float(jnp.max(jnp.abs(g_lax))))
+for impl in FORMULATIONS[1:]:
+    print(f"kernel gradient, {impl} vs lax: relative error {rel(kernel_grad(impl), g_lax):.1e}")
+batched = jax.vmap(lambda image: convjax.conv(image, dense, padding="SAME"))(x)
+print("vmap over the batch, relative error:", rel(batched, convjax.conv(x, dense, padding="SAME")))

@@ -523,27 +523,31 @@ def _layout(frame: Sequence[tuple[int, int]]):
 
 @dataclasses.dataclass
 class _Canvas:
-    """One frame's axes, in cell units (row down, col right)."""
+    """One frame's axes, in cell units (row down, col right).  Cells are collected per layer
+    and drawn as one collection each (adding thousands of patches one by one is slow)."""
 
     ax: Any
     font: float
+    layers: dict[int, list] = dataclasses.field(default_factory=dict)
 
     def cell(self, row, col, face, *, edge=EDGE, style="-", hatch=None, z=1):
         from matplotlib.patches import Rectangle
 
-        self.ax.add_patch(
-            Rectangle(
-                (col, row),
-                1,
-                1,
-                facecolor=face,
-                edgecolor=edge,
-                linestyle=style,
-                lw=0.8,
-                hatch=hatch,
-                zorder=z,
-            )
+        patch = Rectangle(
+            (col, row), 1, 1, facecolor=face, edgecolor=edge, linestyle=style, lw=0.8, hatch=hatch
         )
+        if hatch is not None:  # a collection draws one hatch for all its patches
+            patch.set_zorder(z)
+            self.ax.add_patch(patch)
+        else:
+            self.layers.setdefault(z, []).append(patch)
+
+    def flush(self) -> None:
+        from matplotlib.collections import PatchCollection
+
+        for z, patches in sorted(self.layers.items()):
+            self.ax.add_collection(PatchCollection(patches, match_original=True, zorder=z))
+        self.layers.clear()
 
     def text(self, row, col, text, *, size=1.0, color="black", **kw):
         self.ax.text(col, row, text, fontsize=self.font * size, color=color, zorder=5, **kw)
@@ -670,6 +674,7 @@ def _render(anim: Animation, frames: list[int], *, cell: float = 0.32, dpi: int 
         for part in ("frame", "grid"):
             canvas.text(origin[part][0] - 0.2, origin[part][1], names[part], va="bottom")
         canvas.text(height + 0.6, 0, step.caption, size=0.8, va="top", family="monospace")
+        canvas.flush()
     return fig
 
 
