@@ -61,35 +61,36 @@ def _animate(args) -> int:
         try:
             padding = _one_or_many([int(p) for p in args.padding])
         except ValueError:
-            return _fail(f"--padding takes one name or ints, got {' '.join(args.padding)}.")
+            raise ValueError(
+                f"--padding takes one name or ints, got {' '.join(args.padding)}."
+            ) from None
     c_in, c_out = args.channels
     if args.transpose:
         kernel = (*args.kernel, c_out // max(args.groups, 1), c_in)
     else:
         kernel = (*args.kernel, c_in // max(args.groups, 1), c_out)
-    try:
-        anim = viz.animate(
-            (*args.input, c_in),
-            kernel,
-            strides=_one_or_many(args.stride),
-            padding=padding,
-            dilation=_one_or_many(args.dilation),
-            groups=args.groups,
-            padding_mode=args.padding_mode,
-            transpose=args.transpose,
-            output_padding=_one_or_many(args.output_padding),
-            view=args.view,
-            values=args.values,
-        )
-        path = anim.save(args.out, fps=args.fps)
-    except (ValueError, TypeError, ImportError) as error:
-        return _fail(str(error))
+    anim = viz.animate(
+        (*args.input, c_in),
+        kernel,
+        strides=_one_or_many(args.stride),
+        padding=padding,
+        dilation=_one_or_many(args.dilation),
+        groups=args.groups,
+        padding_mode=args.padding_mode,
+        transpose=args.transpose,
+        output_padding=_one_or_many(args.output_padding),
+        view=args.view,
+        values=args.values,
+    )
+    path = anim.save(args.out, fps=args.fps)
     print(f"wrote {path} ({len(anim.steps)} frames)")
     return 0
 
 
-def _fail(message: str) -> int:
-    print(f"convjax animate: {message}", file=sys.stderr)
+def _fail(command: str, message: str) -> int:
+    message = " ".join(message.split())  # one line
+    prefix = f"convjax {command}: "
+    print(message if message.startswith(prefix) else prefix + message, file=sys.stderr)
     return 2
 
 
@@ -159,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.add_argument("--png", metavar="PATH", help="write a chart of the ratios to PyTorch")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, TypeError, ImportError) as error:
+        # convjax's own checks explain themselves: say it in one line, as argparse does.
+        return _fail(args.command, str(error))
+
+
+def _run(args) -> int:
     if args.command == "animate":
         return _animate(args)
     if args.command == "tour":

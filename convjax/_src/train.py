@@ -348,7 +348,7 @@ def save(result: TrainResult, directory: str | pathlib.Path, config: dict[str, A
     noisy, clean = make_batch(
         jax.random.key(config["seed"] + 2), 4, config["size"], noise=config["noise"]
     )
-    denoised = result.model(noisy)
+    denoised = nnx.jit(lambda model, x: model(x))(result.model, noisy)
     fig = Figure(figsize=(6, 4.5))
     rows = (("noisy", noisy), ("denoised", denoised), ("clean", clean))
     for r, (name, images) in enumerate(rows):
