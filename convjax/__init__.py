@@ -14,6 +14,7 @@ from convjax._src.conv import conv, depthwise_conv, dilated_conv, index_map, out
 from convjax._src.counting import Layer, ReceptiveField, flop_count, param_count, receptive_field
 from convjax._src.deconv import DeconvolveInfo, deconvolve
 from convjax._src.dispatch import auto_choice
+from convjax._src.explain import Convention, PaddingExplanation, explain_padding
 from convjax._src.gather import AxisIndexMap, IndexMap
 from convjax._src.separable import (
     SeparableFactors,
@@ -36,6 +37,7 @@ __all__ = [
     "AutoBackend",
     "AxisIndexMap",
     "ConvSpec",
+    "Convention",
     "DeconvolveInfo",
     "FFTBackend",
     "Formulation",
@@ -43,6 +45,7 @@ __all__ = [
     "IndexMap",
     "LaxBackend",
     "Layer",
+    "PaddingExplanation",
     "ReceptiveField",
     "SeparableFactors",
     "TapsBackend",
@@ -56,6 +59,7 @@ __all__ = [
     "depthwise_separable_conv",
     "dilated_conv",
     "effective_window",
+    "explain_padding",
     "flop_count",
     "formulations",
     "from_torch",
