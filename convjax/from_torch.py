@@ -1,5 +1,6 @@
-"""Load PyTorch ``Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` weights into convjax (no torch
-import: NumPy arrays in).
+"""PyTorch ``Conv{1,2,3}d`` / ``ConvTranspose{1,2,3}d`` layers and weights as convjax's (no torch
+import: NumPy arrays or tensors in; ``module`` converts a whole layer, ``modules`` every conv
+layer of a model).
 
 >>> import numpy as np, convjax
 >>> convjax.from_torch.conv_kernel(np.zeros((8, 3, 5, 5))).shape
@@ -12,6 +13,8 @@ from convjax._src.from_torch import (
     conv_transpose_kernel,
     conv_transpose_params,
     load,
+    module,
+    modules,
     padding,
     padding_mode,
     pointwise_kernel,
@@ -23,6 +26,8 @@ __all__ = [
     "conv_transpose_kernel",
     "conv_transpose_params",
     "load",
+    "module",
+    "modules",
     "padding",
     "padding_mode",
     "pointwise_kernel",

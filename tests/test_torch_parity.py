@@ -350,3 +350,53 @@ def test_from_torch_errors():
         from_torch.load(module, {"kernel": np.zeros((3, 3, 8, 3))})
     with pytest.raises(ValueError, match=r"from_torch.load: Conv has no parameter 'bias'"):
         from_torch.load(module, {"kernel": np.zeros((3, 3, 3, 8)), "bias": np.zeros(8)})
+
+
+# -- one call: from_torch.module / from_torch.modules ----------------------------------------------
+
+
+@settings(max_examples=10)
+@given(config=conv_configs())
+def test_module_converts_a_random_conv_layer_in_one_call(config):
+    layer = torch_layer("Conv", config)
+    module = from_torch.module(layer)
+    assert isinstance(module, convjax.nnx.Conv)
+    layer.zero_grad()
+    check_parity(layer, module, torch_input(config), transpose=False)
+
+
+@settings(max_examples=10)
+@given(config=conv_transpose_configs())
+def test_module_converts_a_random_conv_transpose_layer_in_one_call(config):
+    layer = torch_layer("ConvTranspose", config)
+    module = from_torch.module(layer)
+    assert isinstance(module, convjax.nnx.ConvTranspose)
+    layer.zero_grad()
+    check_parity(layer, module, torch_input(config), transpose=True)
+
+
+def test_modules_walks_a_model_by_name():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding="same", groups=8, bias=False)),
+        torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1),
+        torch.nn.Flatten(),
+    )
+    layers = from_torch.modules(model)
+    assert list(layers) == ["0", "2.0", "3"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    h = jnp.asarray(channels_last(x))
+    for name in layers:
+        h = layers[name](h)
+        if name == "0":
+            h = jax.nn.relu(h)
+    with torch.no_grad():
+        expected = model[:4](torch.tensor(x)).numpy()
+    np.testing.assert_allclose(channels_first(h), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_module_refuses_what_is_not_a_conv():
+    with pytest.raises(TypeError, match=r"from_torch.module: converts Conv1d/2d/3d .* got Linear"):
+        from_torch.module(torch.nn.Linear(3, 4))

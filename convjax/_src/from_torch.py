@@ -196,3 +196,76 @@ def load(module: Any, params: Mapping[str, Any]) -> None:
             )
         updates[name] = jnp.asarray(value, current[...].dtype)
     nnx.update(module, updates)
+
+
+_CONVS = {f"Conv{n}d": n for n in (1, 2, 3)}
+_TRANSPOSED = {f"ConvTranspose{n}d": n for n in (1, 2, 3)}
+
+
+def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.Module:
+    """The convjax NNX layer equal to a PyTorch ``Conv{1,2,3}d`` or ``ConvTranspose{1,2,3}d``:
+    the same options (stride, padding including ``'same'``/``'valid'``, dilation, groups,
+    padding_mode, output_padding, bias) and the same weights.  Inputs are channels-last:
+    ``layer(x.permute(0, 2, 3, 1))`` for an NCHW ``x``.
+
+    Args:
+      torch_module: the PyTorch layer (read by attribute: torch is not imported here).
+      impl: the convjax layer's formulation.
+      dtype: the parameters' dtype (default: the weight's).
+    """
+    op = "from_torch.module"
+    kind = type(torch_module).__name__
+    if kind not in _CONVS and kind not in _TRANSPOSED:
+        raise TypeError(
+            f"{op}: converts Conv1d/2d/3d and ConvTranspose1d/2d/3d, got {kind}; "
+            f"from_torch.modules(model) converts every conv layer inside a model."
+        )
+    from convjax._src import nnx_modules
+
+    m = torch_module
+    weight = _numpy(op, f"{kind}.weight", m.weight)
+    options = dict(
+        strides=tuple(m.stride),
+        kernel_dilation=tuple(m.dilation),
+        feature_group_count=m.groups,
+        padding_mode=padding_mode(m.padding_mode),
+        use_bias=m.bias is not None,
+        param_dtype=dtype or weight.dtype,
+        impl=impl,
+        rngs=nnx.Rngs(0),
+    )
+    padding_value = padding(m.padding if isinstance(m.padding, str) else tuple(m.padding))
+    if kind in _CONVS:
+        layer = nnx_modules.Conv(
+            m.in_channels, m.out_channels, tuple(m.kernel_size), padding=padding_value, **options
+        )
+        params = {"kernel": conv_kernel(weight)}
+    else:
+        layer = nnx_modules.ConvTranspose(
+            m.in_channels,
+            m.out_channels,
+            tuple(m.kernel_size),
+            padding=padding_value,
+            output_padding=tuple(m.output_padding),
+            **options,
+        )
+        params = {"kernel": conv_transpose_kernel(weight)}
+    if m.bias is not None:
+        params["bias"] = _numpy(op, f"{kind}.bias", m.bias)
+    load(layer, params)
+    return layer
+
+
+def modules(torch_model: Any, *, impl: Any = "auto", dtype: Any = None) -> dict[str, nnx.Module]:
+    """Every conv layer of a PyTorch model, by its name in ``named_modules()``, as the convjax
+    layer :func:`module` makes of it.  Other layers (norms, activations, linear) are skipped:
+    they are not convolutions.
+
+    >>> # torch_model = torchvision.models.resnet18(); layers = modules(torch_model)
+    >>> # layers["layer1.0.conv1"] is a convjax.nnx.Conv with resnet's weights
+    """
+    return {
+        name: module(child, impl=impl, dtype=dtype)
+        for name, child in torch_model.named_modules()
+        if type(child).__name__ in _CONVS or type(child).__name__ in _TRANSPOSED
+    }
