@@ -30,6 +30,7 @@ from convjax._src.shapes import (
 )
 from convjax._src.spec import ConvSpec, make_spec
 from convjax._src.transpose import conv_transpose
+from convjax._src.unfold import fold, unfold
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "effective_window",
     "explain_padding",
     "flop_count",
+    "fold",
     "formulations",
     "from_torch",
     "index_map",
@@ -73,5 +75,6 @@ __all__ = [
     "receptive_field",
     "separable_factors",
     "spatial_separable_conv",
+    "unfold",
     "viz",
 ]

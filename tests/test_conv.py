@@ -78,7 +78,7 @@ def test_vmap_equals_batched_call(case, impl):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_gradients(case, impl):
     x, kernel = operands(case, np.float64)
-    f = functools.partial(convjax.conv, impl=impl, **case["options"])
+    f = jax.jit(functools.partial(convjax.conv, impl=impl, **case["options"]))
     # conv is bilinear, so its second derivatives are convs too: order 2 on a few cases.
     order = 2 if case in (CASES[0], CASES[3], CASES[5]) else 1
     check_grads(f, (x, kernel), order=order, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)

@@ -355,7 +355,7 @@ def test_from_torch_errors():
 # -- one call: from_torch.module / from_torch.modules ----------------------------------------------
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(config=conv_configs())
 def test_module_converts_a_random_conv_layer_in_one_call(config):
     layer = torch_layer("Conv", config)
@@ -365,7 +365,7 @@ def test_module_converts_a_random_conv_layer_in_one_call(config):
     check_parity(layer, module, torch_input(config), transpose=False)
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(config=conv_transpose_configs())
 def test_module_converts_a_random_conv_transpose_layer_in_one_call(config):
     layer = torch_layer("ConvTranspose", config)
