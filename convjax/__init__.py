@@ -1,6 +1,6 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
-from convjax import from_torch, linen, nnx, viz
+from convjax import from_torch, linen, nnx, streaming, viz
 from convjax._src.backends import (
     AutoBackend,
     FFTBackend,
@@ -75,6 +75,7 @@ __all__ = [
     "receptive_field",
     "separable_factors",
     "spatial_separable_conv",
+    "streaming",
     "unfold",
     "viz",
 ]

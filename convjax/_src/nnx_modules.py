@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from convjax._src import modules_common as common
+from convjax._src import streaming
 from convjax._src.conv import conv, depthwise_conv
 from convjax._src.separable import depthwise_separable_conv, spatial_separable_conv
 from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike
@@ -143,6 +144,47 @@ class Conv(_Module):
             preferred_element_type=self.preferred_element_type,
         )
         return common.add_bias(y, bias)
+
+    def init_stream(self, x_chunk: jax.Array) -> streaming.State:
+        """The state of a stream through this causal layer (see :mod:`convjax.streaming`):
+        zeros for the ``(k − 1)·d`` frames before the first chunk."""
+        self._check_streamable()
+        return streaming.init(
+            x_chunk,
+            self.kernel[...],
+            dilation=self.kernel_dilation,
+            groups=self.feature_group_count,
+            padding=self.padding,
+        )
+
+    @common.reports_as_module
+    def stream(
+        self, state: streaming.State, x_chunk: jax.Array
+    ) -> tuple[jax.Array, streaming.State]:
+        """``(y_chunk, next state)``: this layer on the next chunk of a stream, time first;
+        the chunks' outputs concatenate to ``self(x)`` on the whole signal."""
+        self._check_streamable()
+        x, kernel, bias = common.promote(
+            "Conv", self.dtype, x_chunk, self.kernel[...], self._bias()
+        )
+        y, state = streaming.step(
+            state,
+            x,
+            kernel,
+            dilation=self.kernel_dilation,
+            groups=self.feature_group_count,
+            padding=self.padding,
+            impl=self.impl,
+        )
+        return common.add_bias(y, bias), state
+
+    def _check_streamable(self) -> None:
+        strides = (self.strides,) if isinstance(self.strides, int) else self.strides
+        if any(s != 1 for s in strides) or self.padding_mode != "zeros":
+            raise ValueError(
+                f"{type(self).__name__}.stream: streams run stride-1, zero-padded causal "
+                f"layers, got strides {self.strides} and padding_mode {self.padding_mode!r}."
+            )
 
 
 class ConvTranspose(_Module):

@@ -1,0 +1,7 @@
+"""Streaming (cached) causal convolution over time, the first spatial axis: ``init`` a state from
+a chunk's shape, then ``step`` chunk by chunk; the outputs concatenate to the offline causal
+conv.  ``convjax.nnx.Conv.init_stream`` / ``stream`` do the same for a layer."""
+
+from convjax._src.streaming import State, init, step
+
+__all__ = ["State", "init", "step"]

@@ -1,0 +1,116 @@
+"""Streaming causal convolution: any chunking of the signal gives the offline causal conv's
+output (float64), under jit and lax.scan, for dilation, groups, depthwise and N-d with time
+first; the NNX layer streams too, a dilated stack included."""
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import convjax
+from convjax import streaming
+
+
+def chunked(x, sizes):
+    starts = np.cumsum([0, *sizes])
+    return [x[:, a:b] for a, b in itertools.pairwise(starts)]
+
+
+CASES = [
+    # (x shape [B, T, *spatial, C], kernel shape, dilation, groups, padding)
+    ((2, 17, 3), (3, 3, 4), 1, 1, "CAUSAL"),
+    ((1, 23, 4), (2, 4, 4), 5, 1, "CAUSAL"),
+    ((2, 19, 6), (4, 2, 6), 2, 3, "CAUSAL"),
+    ((2, 15, 4), (3, 1, 8), 3, 4, "CAUSAL"),  # depthwise, multiplier 2
+    ((1, 14, 5, 2), (3, 2, 2, 3), (2, 1), 1, "CAUSAL"),  # time first, then space
+    ((1, 12, 6, 2), (2, 3, 2, 3), (3, 2), 1, "SAME"),  # space padded SAME, time causal
+]
+
+
+@pytest.mark.parametrize("x_shape, k_shape, dilation, groups, padding", CASES)
+def test_any_chunking_equals_the_offline_causal_conv(x_shape, k_shape, dilation, groups, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=x_shape))
+    kernel = jnp.asarray(rng.normal(size=k_shape))
+    options = dict(dilation=dilation, groups=groups, padding=padding)
+    span = (k_shape[0] - 1) * np.broadcast_to(dilation, len(k_shape) - 2)[0] + 1
+    offline_padding = padding
+    if padding != "CAUSAL":
+        rest = convjax.make_spec("test", x.shape, kernel.shape, padding=padding, dilation=dilation)
+        offline_padding = [(span - 1, 0), *rest.padding[1:]]
+    offline = convjax.conv(x, kernel, dilation=dilation, groups=groups, padding=offline_padding)
+    step = jax.jit(functools.partial(streaming.step, kernel=kernel, **options))
+    for sizes in ([1] * x_shape[1], [5, 0, 3, x_shape[1] - 8], [x_shape[1]]):
+        state = streaming.init(x[:, :1], kernel, **options)
+        outputs = []
+        for chunk in chunked(x, sizes):
+            y, state = step(state, chunk)
+            outputs.append(y)
+        np.testing.assert_allclose(jnp.concatenate(outputs, 1), offline, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(state.buffer, x[:, x_shape[1] - (span - 1) :])
+
+
+def test_frame_by_frame_under_scan():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 25, 4)))
+    kernel = jnp.asarray(rng.normal(size=(3, 1, 4)))
+    options = dict(dilation=4, groups=4)
+
+    def body(state, frame):
+        y, state = streaming.step(state, frame[:, None], kernel, **options)
+        return state, y[:, 0]
+
+    state = streaming.init(x[:, :1], kernel, **options)
+    _, ys = jax.lax.scan(body, state, jnp.swapaxes(x, 0, 1))
+    offline = convjax.conv(x, kernel, padding="CAUSAL", **options)
+    np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1), offline, rtol=1e-12, atol=1e-12)
+
+
+def test_a_dilated_causal_stack_streams_like_the_offline_run():
+    # A WaveNet-style stack: causal convs at rates 1, 2, 4, 8 with gated residuals.
+    layers = [
+        convjax.nnx.Conv(4, 8, (2,), kernel_dilation=d, padding="CAUSAL", rngs=nnx.Rngs(d))
+        for d in (1, 2, 4, 8)
+    ]
+    x = jax.random.normal(jax.random.key(0), (2, 40, 4))
+
+    def offline(x):
+        for layer in layers:
+            a, b = jnp.split(layer(x), 2, axis=-1)
+            x = x + jnp.tanh(a) * jax.nn.sigmoid(b)
+        return x
+
+    @nnx.jit
+    def stream(layers, states, chunk):
+        new_states = []
+        for layer, state in zip(layers, states):
+            y, state = layer.stream(state, chunk)
+            a, b = jnp.split(y, 2, axis=-1)
+            chunk = chunk + jnp.tanh(a) * jax.nn.sigmoid(b)
+            new_states.append(state)
+        return chunk, new_states
+
+    states = [layer.init_stream(x[:, :1]) for layer in layers]
+    outputs = []
+    for chunk in chunked(x, [7, 1, 12, 20]):
+        y, states = stream(layers, states, chunk)
+        outputs.append(y)
+    np.testing.assert_allclose(jnp.concatenate(outputs, 1), offline(x), rtol=1e-5, atol=1e-5)
+
+
+def test_errors_name_the_function_and_the_rule():
+    x, kernel = jnp.zeros((1, 4, 2)), jnp.zeros((3, 2, 2))
+    state = streaming.init(x, kernel)
+    with pytest.raises(ValueError, match=r"streaming.step: state.buffer must be \(1, 4, 2\)"):
+        streaming.step(state, x, kernel, dilation=2)
+    with pytest.raises(ValueError, match=r"streaming.init: a stream is causal in time"):
+        streaming.init(x, kernel, padding=[(1, 1)])
+    with pytest.raises(ValueError, match=r"streaming.step: groups must divide"):
+        streaming.step(state, x, kernel, groups=3)
+    layer = convjax.nnx.Conv(2, 2, (3,), strides=2, padding="CAUSAL", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"Conv.stream: streams run stride-1"):
+        layer.init_stream(x)
