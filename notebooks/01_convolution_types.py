@@ -157,6 +157,52 @@ print(
 )
 
 # %% [markdown]
+# ## Causal convolutions, streamed
+#
+# `padding="CAUSAL"` pads only the past: output `t` reads inputs up to `t`. A WaveNet-style stack
+# of causal convs at rates 1, 2, 4, 8 sees 16 frames; run in streaming mode, one frame at a time
+# under `lax.scan` with each layer remembering its last `(k − 1)·d` inputs, it gives the offline
+# output exactly.
+
+# %%
+viz.animate((8, 1), (2, 1, 1), dilation=2, padding="CAUSAL")
+
+# %%
+from flax import nnx  # noqa: E402
+
+stack = [
+    convjax.nnx.Conv(2, 2, (2,), kernel_dilation=d, padding="CAUSAL", rngs=nnx.Rngs(d))
+    for d in (1, 2, 4, 8)
+]
+print(
+    "receptive field:",
+    convjax.receptive_field(
+        [convjax.Layer((2, 2, 2), dilation=d, padding="CAUSAL") for d in (1, 2, 4, 8)]
+    ).size,
+)
+signal = jnp.asarray(rng.normal(size=(1, 64, 2)), jnp.float32)
+
+
+def offline(x):
+    for layer in stack:
+        x = x + jnp.tanh(layer(x))
+    return x
+
+
+def one_frame(states, frame):
+    x, new_states = frame[:, None], []
+    for layer, state in zip(stack, states, strict=True):
+        y, state = layer.stream(state, x)
+        x = x + jnp.tanh(y)
+        new_states.append(state)
+    return new_states, x[:, 0]
+
+
+states = [layer.init_stream(signal[:, :1]) for layer in stack]
+_, frames = jax.lax.scan(one_frame, states, jnp.swapaxes(signal, 0, 1))
+print("streamed vs offline, relative error:", rel(jnp.swapaxes(frames, 0, 1), offline(signal)))
+
+# %% [markdown]
 # ## Every formulation under `jit`, `vmap` and `grad`
 #
 # Kernel gradients of a squared-output loss, as relative errors against `lax` (their values are
