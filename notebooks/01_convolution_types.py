@@ -17,6 +17,8 @@
 # rounding on large values reads as what it is.
 
 # %%
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,11 +38,15 @@ def rel(a, b):
 def compare(fn, *args, **kwargs):
     """Run ``fn`` on every formulation that accepts the call; print each one's relative error
     against ``lax``; return lax's result."""
-    reference = fn(*args, impl="lax", **kwargs)
+
+    def run(impl):
+        return jax.jit(functools.partial(fn, impl=impl, **kwargs))(*args)
+
+    reference = run("lax")
     errors = []
     for impl in FORMULATIONS[1:]:
         try:
-            errors.append(f"{impl} {rel(fn(*args, impl=impl, **kwargs), reference):.1e}")
+            errors.append(f"{impl} {rel(run(impl), reference):.1e}")
         except ValueError:  # e.g. fft refuses strides
             errors.append(f"{impl} refuses")
     print("  relative to lax:", ", ".join(errors))

@@ -9,6 +9,7 @@ Two profiles, chosen by ``CONVJAX_HYPOTHESIS_PROFILE``:
 """
 
 import os
+import pathlib
 
 PROFILE = os.environ.get("CONVJAX_HYPOTHESIS_PROFILE", "default")
 if PROFILE != "thorough":  # before JAX starts a backend; notebook kernels inherit it
@@ -19,6 +20,16 @@ if PROFILE != "thorough":  # before JAX starts a backend; notebook kernels inher
 import hypothesis  # noqa: E402
 import jax  # noqa: E402
 
+# One persistent compilation cache for the run's workers (and later runs): identical programs,
+# eager primitives above all, are compiled once.  Keyed by the program, flags and versions.
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get(
+        "CONVJAX_TEST_JAX_CACHE", str(pathlib.Path(__file__).parents[1] / ".pytest_cache" / "jax")
+    ),
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -6,6 +6,7 @@ the order the tour tells them, drawn by :mod:`convjax.viz`.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import pathlib
@@ -39,8 +40,9 @@ def _random(shape, seed=0):
 def both_paths(fn: Callable[..., jax.Array], *args, **kwargs) -> tuple[jax.Array, float]:
     """Run ``fn`` with ``impl="lax"`` and ``impl="gather"``; return the lax result and the
     largest difference between the two."""
-    lax_y = fn(*args, impl="lax", **kwargs)
-    gather_y = fn(*args, impl="gather", **kwargs)
+    lax_y, gather_y = (
+        jax.jit(functools.partial(fn, impl=impl, **kwargs))(*args) for impl in ("lax", "gather")
+    )
     return lax_y, float(jnp.max(jnp.abs(lax_y - gather_y)))
 
 
