@@ -11,9 +11,13 @@ import numpy as np
 NP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-def conv(x, kernel, strides, padding, dilation, groups=1, padding_mode="zeros"):
+def conv(x, kernel, strides, padding, dilation, groups=1, padding_mode="zeros", skip_padding=False):
     """x: [*batch, *spatial, C_in]; kernel: [*window, C_in // groups, C_out]; padding: (lo, hi)
-    pairs.  Returns float64 [*batch, *out_spatial, C_out]."""
+    pairs.  Returns float64 [*batch, *out_spatial, C_out].
+
+    Zero padding is explicit zeros (``0 · inf = NaN``); with ``skip_padding`` the taps that read
+    zero padding are skipped instead (XLA:CPU's convolution), which differs only where a
+    non-finite weight meets padding."""
     x = np.asarray(x, np.float64)
     kernel = np.asarray(kernel, np.float64)
     ndim = kernel.ndim - 2
@@ -33,7 +37,12 @@ def conv(x, kernel, strides, padding, dilation, groups=1, padding_mode="zeros"):
         )
         patch = xp[(slice(None), *slices)]
         patch = patch.reshape(*patch.shape[:-1], groups, -1)
-        y += np.einsum("...gc,cgj->...gj", patch, k[tap])
+        if skip_padding and padding_mode == "zeros":
+            real = np.pad(np.ones(x.shape[:-1], bool), [(0, 0), *padding])[(slice(None), *slices)]
+            products = patch[..., None] * k[tap].transpose(1, 0, 2)  # [..., g, c, j]
+            y += np.where(real[..., None, None, None], products, 0.0).sum(axis=-2)
+        else:
+            y += np.einsum("...gc,cgj->...gj", patch, k[tap])
     return y.reshape(*batch, *out, c_out)
 
 

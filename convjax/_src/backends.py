@@ -66,9 +66,10 @@ class LaxBackend(_Accepts):
 
     Non-finite values follow XLA's convolution, which on the CPU departs from convjax's rule
     (zero padding acts as explicit zeros; nothing reaches an output that does not read it) in
-    two ways: a grouped convolution mixes the groups, so a NaN or inf in one group makes the
-    other groups' outputs at that position NaN, and the kernel gradient skips the taps that read
-    zero padding.  The other direct backends follow the rule exactly.
+    two ways: it skips the taps that read zero padding, in the forward conv and the kernel
+    gradient (so a non-finite weight meeting padding gives no ``0 · inf = NaN`` there), and a
+    grouped convolution mixes the groups, so a NaN or inf in one group makes the other groups'
+    outputs at that position NaN.  The other direct backends follow the rule exactly.
     """
 
     name: str = dataclasses.field(default="lax", init=False)
