@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from convjax._src import gather
+from convjax._src.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     ConvSpec,
     DTypeLike,
@@ -51,6 +52,7 @@ def apply(
     return y.reshape(*batch, *y.shape[1:])
 
 
+@accepts_data_format(kernel_ndim("kernel"))
 def conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -119,6 +121,7 @@ def conv(
     )
 
 
+@accepts_data_format(kernel_ndim("kernel"))
 def dilated_conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -160,6 +163,7 @@ def dilated_conv(
     )
 
 
+@accepts_data_format(kernel_ndim("kernel"))
 def depthwise_conv(
     x: jax.Array,
     kernel: jax.Array,

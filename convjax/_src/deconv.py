@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from convjax._src import shapes
+from convjax._src.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     Impl,
     Padding,
@@ -59,6 +60,7 @@ class DeconvolveInfo(NamedTuple):
     residual: jax.Array
 
 
+@accepts_data_format(kernel_ndim("kernel"))
 def deconvolve(
     y: jax.Array,
     kernel: jax.Array,

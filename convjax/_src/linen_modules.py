@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from convjax._src import modules_common as common
 from convjax._src.conv import conv, depthwise_conv
+from convjax._src.layout import DataFormat
 from convjax._src.separable import depthwise_separable_conv, spatial_separable_conv
 from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike
 from convjax._src.transpose import conv_transpose
@@ -73,6 +74,8 @@ class Conv(_Module):
       preferred_element_type: accumulation / result dtype.
       kernel_init: kernel initialiser (default LeCun normal).
       bias_init: bias initialiser (default zeros).
+      data_format: ``"channels_last"`` (default) or ``"channels_first"`` (``[*batch, C,
+        *spatial]`` in and out; the parameters keep convjax's layout).
       impl: the formulation, ``"auto"`` (default) or a name from :func:`convjax.formulations`,
         or a backend instance.
 
@@ -100,6 +103,7 @@ class Conv(_Module):
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
     impl: Impl = "auto"
+    data_format: DataFormat = "channels_last"
 
     @nn.compact
     @common.reports_as_module
@@ -171,6 +175,7 @@ class ConvTranspose(_Module):
     kernel_init: Initializer = common.default_transpose_kernel_init
     bias_init: Initializer = common.default_bias_init
     impl: Impl = "auto"
+    data_format: DataFormat = "channels_last"
 
     @nn.compact
     @common.reports_as_module
@@ -235,6 +240,7 @@ class DepthwiseConv(_Module):
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
     impl: Impl = "auto"
+    data_format: DataFormat = "channels_last"
 
     @nn.compact
     @common.reports_as_module
@@ -296,6 +302,7 @@ class DepthwiseSeparableConv(_Module):
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
     impl: Impl = "auto"
+    data_format: DataFormat = "channels_last"
 
     @nn.compact
     @common.reports_as_module
@@ -368,6 +375,7 @@ class SpatialSeparableConv(_Module):
     kernel_init: Initializer = common.default_kernel_init
     bias_init: Initializer = common.default_bias_init
     impl: Impl = "auto"
+    data_format: DataFormat = "channels_last"
 
     @nn.compact
     @common.reports_as_module

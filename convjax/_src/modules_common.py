@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.nnx import initializers
 
+from convjax._src.layout import check_data_format, from_channels_last, to_channels_last
 from convjax._src.spec import (
     check_float_dtype,
     check_precision,
@@ -80,6 +81,7 @@ def check_options(op: str, options: dict[str, Any], *, transposed: bool = False)
         conv_options(op, ndim, dilation_name="kernel_dilation", **conv)
     if not isinstance(options["use_bias"], bool | np.bool_):
         raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
+    check_data_format(op, options.get("data_format", "channels_last"))
     check_float_dtype(op, "dtype", options["dtype"])
     check_float_dtype(op, "param_dtype", options["param_dtype"], optional=False)
     check_precision(op, options["precision"])
@@ -93,13 +95,16 @@ def check_options(op: str, options: dict[str, Any], *, transposed: bool = False)
 
 
 def reports_as_module(call: Callable) -> Callable:
-    """Decorate a module's ``__call__`` so that errors from the functions it calls name the
-    module's class (``"Conv: x must have rank >= 3 …"``)."""
+    """Decorate a module's ``__call__(x)``: errors from the functions it calls name the module's
+    class (``"Conv: x must have rank >= 3 …"``), and a ``channels_first`` module's input and
+    output are moved to and from the channels-last layout the body computes in."""
 
     @functools.wraps(call)
-    def wrapper(self, *args, **kwargs):
-        with reported_as(type(self).__name__):
-            return call(self, *args, **kwargs)
+    def wrapper(self, x, *args, **kwargs):
+        name, ndim = type(self).__name__, len(self.kernel_size)
+        with reported_as(name):
+            x = to_channels_last(name, x, ndim, self.data_format)
+            return from_channels_last(call(self, x, *args, **kwargs), ndim, self.data_format)
 
     return wrapper
 

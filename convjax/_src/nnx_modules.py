@@ -19,8 +19,9 @@ from flax import nnx
 from convjax._src import modules_common as common
 from convjax._src import streaming
 from convjax._src.conv import conv, depthwise_conv
+from convjax._src.layout import DataFormat, from_channels_last, to_channels_last
 from convjax._src.separable import depthwise_separable_conv, spatial_separable_conv
-from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike
+from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike, reported_as
 from convjax._src.transpose import conv_transpose
 
 Initializer = Any
@@ -69,6 +70,8 @@ class Conv(_Module):
       kernel_init: kernel initialiser (default LeCun normal, fan-in ``prod(window) · C_in /
         groups``).
       bias_init: bias initialiser (default zeros).
+      data_format: ``"channels_last"`` (default) or ``"channels_first"`` (``[*batch, C,
+        *spatial]`` in and out; the parameters keep convjax's layout).
       impl: the formulation, ``"auto"`` (default) or a name from :func:`convjax.formulations`,
         or a backend instance.
       rngs: random streams; ``rngs.params()`` draws the initial parameters.
@@ -101,6 +104,7 @@ class Conv(_Module):
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
         impl: Impl = "auto",
+        data_format: DataFormat = "channels_last",
         rngs: nnx.Rngs,
     ):
         shapes = common.conv_shapes(
@@ -125,6 +129,7 @@ class Conv(_Module):
             precision=precision,
             preferred_element_type=preferred_element_type,
             impl=impl,
+            data_format=data_format,
         )
 
     @common.reports_as_module
@@ -150,33 +155,35 @@ class Conv(_Module):
         zeros for the ``(k − 1)·d`` frames before the first chunk."""
         self._check_streamable()
         return streaming.init(
-            x_chunk,
+            to_channels_last("Conv.init_stream", x_chunk, len(self.kernel_size), self.data_format),
             self.kernel[...],
             dilation=self.kernel_dilation,
             groups=self.feature_group_count,
             padding=self.padding,
         )
 
-    @common.reports_as_module
     def stream(
         self, state: streaming.State, x_chunk: jax.Array
     ) -> tuple[jax.Array, streaming.State]:
         """``(y_chunk, next state)``: this layer on the next chunk of a stream, time first;
-        the chunks' outputs concatenate to ``self(x)`` on the whole signal."""
+        the chunks' outputs concatenate to ``self(x)`` on the whole signal (the state is
+        channels-last whatever ``data_format`` says)."""
         self._check_streamable()
-        x, kernel, bias = common.promote(
-            "Conv", self.dtype, x_chunk, self.kernel[...], self._bias()
-        )
-        y, state = streaming.step(
-            state,
-            x,
-            kernel,
-            dilation=self.kernel_dilation,
-            groups=self.feature_group_count,
-            padding=self.padding,
-            impl=self.impl,
-        )
-        return common.add_bias(y, bias), state
+        ndim = len(self.kernel_size)
+        with reported_as("Conv.stream"):
+            x = to_channels_last("Conv.stream", x_chunk, ndim, self.data_format)
+            x, kernel, bias = common.promote("Conv", self.dtype, x, self.kernel[...], self._bias())
+            y, state = streaming.step(
+                state,
+                x,
+                kernel,
+                dilation=self.kernel_dilation,
+                groups=self.feature_group_count,
+                padding=self.padding,
+                impl=self.impl,
+            )
+        y = from_channels_last(common.add_bias(y, bias), ndim, self.data_format)
+        return y, state
 
     def _check_streamable(self) -> None:
         strides = (self.strides,) if isinstance(self.strides, int) else self.strides
@@ -237,6 +244,7 @@ class ConvTranspose(_Module):
         kernel_init: Initializer = common.default_transpose_kernel_init,
         bias_init: Initializer = common.default_bias_init,
         impl: Impl = "auto",
+        data_format: DataFormat = "channels_last",
         rngs: nnx.Rngs,
     ):
         shapes = common.conv_transpose_shapes(
@@ -263,6 +271,7 @@ class ConvTranspose(_Module):
             precision=precision,
             preferred_element_type=preferred_element_type,
             impl=impl,
+            data_format=data_format,
         )
 
     @common.reports_as_module
@@ -328,6 +337,7 @@ class DepthwiseConv(_Module):
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
         impl: Impl = "auto",
+        data_format: DataFormat = "channels_last",
         rngs: nnx.Rngs,
     ):
         shapes = common.depthwise_shapes(
@@ -351,6 +361,7 @@ class DepthwiseConv(_Module):
             precision=precision,
             preferred_element_type=preferred_element_type,
             impl=impl,
+            data_format=data_format,
         )
 
     @common.reports_as_module
@@ -417,6 +428,7 @@ class DepthwiseSeparableConv(_Module):
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
         impl: Impl = "auto",
+        data_format: DataFormat = "channels_last",
         rngs: nnx.Rngs,
     ):
         shapes = common.depthwise_separable_shapes(
@@ -446,6 +458,7 @@ class DepthwiseSeparableConv(_Module):
             precision=precision,
             preferred_element_type=preferred_element_type,
             impl=impl,
+            data_format=data_format,
         )
 
     @common.reports_as_module
@@ -519,6 +532,7 @@ class SpatialSeparableConv(_Module):
         kernel_init: Initializer = common.default_kernel_init,
         bias_init: Initializer = common.default_bias_init,
         impl: Impl = "auto",
+        data_format: DataFormat = "channels_last",
         rngs: nnx.Rngs,
     ):
         shapes = common.spatial_separable_shapes(
@@ -548,6 +562,7 @@ class SpatialSeparableConv(_Module):
             precision=precision,
             preferred_element_type=preferred_element_type,
             impl=impl,
+            data_format=data_format,
         )
 
     @common.reports_as_module

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax._src.conv import _checked_spec, apply, conv, depthwise_check
+from convjax._src.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     ConvSpec,
     DTypeLike,
@@ -105,6 +106,7 @@ def axis_spec(spec: ConvSpec, axis: int) -> ConvSpec:
     )
 
 
+@accepts_data_format(lambda arguments: len(arguments["kernels"]))
 def spatial_separable_conv(
     x: jax.Array,
     kernels: Sequence[jax.Array],
@@ -216,6 +218,7 @@ def _separable_spec(
     return make_spec(op, x.shape, (*window, x.shape[-1] // groups, c_out), **options)
 
 
+@accepts_data_format(kernel_ndim("depthwise_kernel"))
 def depthwise_separable_conv(
     x: jax.Array,
     depthwise_kernel: jax.Array,

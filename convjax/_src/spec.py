@@ -386,8 +386,8 @@ def _channels_first_hint(x_shape: Sequence[int], ndim: int, c_in: int) -> str:
     if first >= 0 and x_shape[first] == c_in and x_shape[-1] != c_in:
         return (
             f" x looks channels-first (axis {first} has {c_in} = C_in): convjax is "
-            f"channels-last, [*batch, *spatial, C]; move the axis, e.g. "
-            f"jnp.moveaxis(x, {first}, -1)."
+            f"channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or move "
+            f"the axis, e.g. jnp.moveaxis(x, {first}, -1)."
         )
     return ""
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from convjax._src import shapes
 from convjax._src.backends import AutoBackend
 from convjax._src.conv import apply
+from convjax._src.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     ConvOptions,
     ConvSpec,
@@ -279,6 +280,7 @@ def transpose_operator(
     return ConvOperator(spec, input_shape, tuple(spatial))
 
 
+@accepts_data_format(kernel_ndim("kernel"))
 def conv_transpose(
     x: jax.Array,
     kernel: jax.Array,
