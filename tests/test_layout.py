@@ -113,6 +113,19 @@ def test_linen_modules_take_channels_first():
         np.testing.assert_allclose(y_first, first(y_last, 2), rtol=1e-12)
 
 
+def test_unfold_and_fold_take_channels_first():
+    x = arr(2, 7, 6, 3)
+    options = dict(strides=2, padding=1)
+    patches = convjax.unfold(x, (3, 3), **options)
+    patches_first = convjax.unfold(first(x, 2), (3, 3), data_format="channels_first", **options)
+    np.testing.assert_array_equal(patches_first, first(patches, 2))
+    back = convjax.fold(patches, x.shape, (3, 3), **options)
+    back_first = convjax.fold(
+        patches_first, first(x, 2).shape, (3, 3), data_format="channels_first", **options
+    )
+    np.testing.assert_allclose(back_first, first(back, 2), rtol=1e-12)
+
+
 def test_a_channels_first_layer_streams():
     layer = convjax.nnx.Conv(
         2,

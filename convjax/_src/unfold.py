@@ -8,6 +8,9 @@ the window's input cells (padding read as the padding mode says), tap-major and 
 ``p.reshape(*lead, K, C).swapaxes(-1, -2).reshape(*lead, C · K)`` and moving the spatial axes to
 the end gives its layout.
 
+With ``data_format="channels_first"`` the input is ``[*batch, C, *spatial]`` and the patches
+``[*batch, prod(window) · C, *out]`` (the same feature order).
+
 ``fold`` is the linear transpose of ``unfold`` (``⟨unfold x, p⟩ = ⟨x, fold p⟩``): overlapping
 patch entries add up, and padding folds back onto the cells it copied (zero padding drops).
 ``fold(unfold(x)) / fold(unfold(ones))`` is ``x`` wherever some window covers the cell.
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax._src import gather, taps
+from convjax._src.layout import DataFormat, accepts_data_format
 from convjax._src.spec import (
     Padding,
     PaddingMode,
@@ -35,6 +39,7 @@ from convjax._src.spec import (
 UNFOLD_IMPLS = ("auto", "taps", "gather")
 
 
+@accepts_data_format(lambda arguments: len(arguments["window"]))
 def unfold(
     x: jax.Array,
     window: Sequence[int],
@@ -89,9 +94,12 @@ def fold(
     dilation: int | Sequence[int] = 1,
     padding_mode: PaddingMode = "zeros",
     impl: str = "auto",
+    data_format: DataFormat = "channels_last",
 ) -> jax.Array:
     """The adjoint of :func:`unfold`: ``patches: [*batch, *out, prod(window) · C]`` summed back
-    into an array of ``input_shape`` (``[*batch, *spatial, C]``), overlaps added.
+    into an array of ``input_shape`` (``[*batch, *spatial, C]``), overlaps added.  With
+    ``data_format="channels_first"``, ``input_shape`` is ``[*batch, C, *spatial]`` and the
+    patches ``[*batch, prod(window) · C, *out]``, as :func:`unfold` gives them.
 
     >>> import jax.numpy as jnp, convjax
     >>> x = jnp.arange(16.0).reshape(4, 4, 1)
@@ -114,6 +122,7 @@ def fold(
         dilation=dilation,
         padding_mode=padding_mode,
         impl=impl,
+        data_format=data_format,
     )
     try:
         expected = jax.eval_shape(forward, x)
