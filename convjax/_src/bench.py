@@ -542,6 +542,8 @@ def _flax_denoiser(width: int, rngs):
     """The ``convjax train`` model written with Flax's own layers (same shapes and FLOPs)."""
     from flax import nnx
 
+    from convjax._src.train import denoise
+
     w = width
     same = dict(padding="SAME", rngs=rngs)
 
@@ -551,34 +553,30 @@ def _flax_denoiser(width: int, rngs):
             self.down1 = nnx.Conv(w, 2 * w, (3, 3), strides=2, **same)
             self.down2 = nnx.Conv(2 * w, 4 * w, (3, 3), strides=2, **same)
             self.context = nnx.Conv(4 * w, 4 * w, (3, 3), kernel_dilation=2, **same)
-            self.depthwise = nnx.List(
+            self.blocks = nnx.List(
                 [
-                    nnx.Conv(
-                        4 * w, 4 * w, (3, 3), feature_group_count=4 * w, use_bias=False, **same
+                    nnx.Sequential(
+                        nnx.Conv(
+                            4 * w, 4 * w, (3, 3), feature_group_count=4 * w, use_bias=False, **same
+                        ),
+                        nnx.Conv(4 * w, 4 * w, (1, 1), **same),
                     )
                     for _ in range(2)
                 ]
             )
-            self.pointwise = nnx.List([nnx.Conv(4 * w, 4 * w, (1, 1), **same) for _ in range(2)])
             self.up1 = nnx.ConvTranspose(4 * w, 2 * w, (4, 4), strides=2, **same)
             self.up2 = nnx.ConvTranspose(2 * w, w, (4, 4), strides=2, **same)
             self.head = nnx.Conv(w, 1, (3, 3), **same)
 
         def __call__(self, noisy):
-            act = jax.nn.gelu
-            h = act(self.stem(noisy))
-            skip = act(self.down1(h))
-            h = act(self.context(act(self.down2(skip))))
-            for depthwise, pointwise in zip(self.depthwise, self.pointwise, strict=True):
-                h = h + act(pointwise(depthwise(h)))
-            h = act(self.up1(h)) + skip
-            h = act(self.up2(h))
-            return noisy - self.head(h)
+            return denoise(self, noisy, jax.nn.gelu)
 
     return FlaxDenoiser()
 
 
 def _torch_denoiser(torch, width: int):
+    from convjax._src.train import denoise
+
     nn = torch.nn
     w = width
 
@@ -589,24 +587,21 @@ def _torch_denoiser(torch, width: int):
             self.down1 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1)
             self.down2 = nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1)
             self.context = nn.Conv2d(4 * w, 4 * w, 3, padding=2, dilation=2)
-            self.depthwise = nn.ModuleList(
-                [nn.Conv2d(4 * w, 4 * w, 3, padding=1, groups=4 * w, bias=False) for _ in range(2)]
+            self.blocks = nn.ModuleList(
+                [
+                    nn.Sequential(
+                        nn.Conv2d(4 * w, 4 * w, 3, padding=1, groups=4 * w, bias=False),
+                        nn.Conv2d(4 * w, 4 * w, 1),
+                    )
+                    for _ in range(2)
+                ]
             )
-            self.pointwise = nn.ModuleList([nn.Conv2d(4 * w, 4 * w, 1) for _ in range(2)])
             self.up1 = nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1)
             self.up2 = nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1)
             self.head = nn.Conv2d(w, 1, 3, padding=1)
 
         def forward(self, noisy):
-            act = nn.functional.gelu
-            h = act(self.stem(noisy))
-            skip = act(self.down1(h))
-            h = act(self.context(act(self.down2(skip))))
-            for depthwise, pointwise in zip(self.depthwise, self.pointwise, strict=True):
-                h = h + act(pointwise(depthwise(h)))
-            h = act(self.up1(h)) + skip
-            h = act(self.up2(h))
-            return noisy - self.head(h)
+            return denoise(self, noisy, nn.functional.gelu)
 
     return TorchDenoiser()
 

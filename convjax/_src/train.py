@@ -126,15 +126,21 @@ class Denoiser(nnx.Module):
                 f"Denoiser: the input must be [*batch, H, W, channels] with H and W multiples "
                 f"of 4 (two stride-2 levels), got shape {tuple(noisy.shape)}."
             )
-        act = jax.nn.gelu
-        h = act(self.stem(noisy))
-        skip = act(self.down1(h))
-        h = act(self.context(act(self.down2(skip))))
-        for block in self.blocks:
-            h = h + act(block(h))
-        h = act(self.up1(h)) + skip
-        h = act(self.up2(h))
-        return noisy - self.head(h)
+        return denoise(self, noisy, jax.nn.gelu)
+
+
+def denoise(model: Any, noisy: Any, act: Any) -> Any:
+    """The denoiser's forward pass over ``model``'s layers (``stem``, ``down1``, ``down2``,
+    ``context``, ``blocks``, ``up1``, ``up2``, ``head``), whichever library they come from:
+    :class:`Denoiser` and its Flax and PyTorch twins in ``convjax bench`` share it."""
+    h = act(model.stem(noisy))
+    skip = act(model.down1(h))
+    h = act(model.context(act(model.down2(skip))))
+    for block in model.blocks:
+        h = h + act(block(h))
+    h = act(model.up1(h)) + skip
+    h = act(model.up2(h))
+    return noisy - model.head(h)
 
 
 def loss_fn(model: Any, noisy: jax.Array, clean: jax.Array) -> jax.Array:
