@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from convjax._src import shapes
-from convjax._src.spec import check_int
+from convjax._src.spec import per_dim
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -104,11 +104,14 @@ def explain_padding(
     "refused: PyTorch allows padding='same' only with stride 1"
     """
     op = "explain_padding"
-    sizes = _per_dim(op, "input_size", input_size, None)
-    ndim = len(sizes)
-    window = _per_dim(op, "kernel_size", kernel_size, ndim)
-    strides = _per_dim(op, "strides", strides, ndim)
-    dilation = _per_dim(op, "dilation", dilation, ndim)
+    several = isinstance(input_size, Sequence) and not isinstance(input_size, str)
+    ndim = len(input_size) if several else 1
+    if not ndim:
+        raise ValueError(f"{op}: input_size needs at least one spatial dim, got {input_size!r}.")
+    sizes = per_dim(op, "input_size", input_size, ndim, minimum=1)
+    window = per_dim(op, "kernel_size", kernel_size, ndim, minimum=1)
+    strides = per_dim(op, "strides", strides, ndim, minimum=1)
+    dilation = per_dim(op, "dilation", dilation, ndim, minimum=1)
     dims = list(zip(sizes, window, strides, dilation, strict=True))
 
     def rule(fn) -> Pads:
@@ -172,17 +175,3 @@ def _ignores(dilation: tuple[int, ...]) -> str:
     if any(d > 1 for d in dilation):
         return "ignores the dilation: the size shrinks"
     return ""
-
-
-def _per_dim(op: str, name: str, value, ndim: int | None) -> tuple[int, ...]:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        values = tuple(check_int(op, name, v) for v in value)
-    else:
-        values = (check_int(op, name, value),) * (ndim or 1)
-    if ndim is not None and len(values) != ndim:
-        raise ValueError(
-            f"{op}: {name} needs one entry per spatial dim ({ndim}), got {len(values)}: {value!r}."
-        )
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{op}: {name} must be >= 1 in every dim, got {value!r}.")
-    return values
