@@ -34,6 +34,8 @@ from convjax._src.spec import (
     check_arrays,
     check_shape,
     make_spec,
+    op_name,
+    reported_as,
 )
 
 UNFOLD_IMPLS = ("auto", "taps", "gather")
@@ -71,7 +73,7 @@ def unfold(
     ...                   atol=1e-5))
     True
     """
-    op = "unfold"
+    op = op_name("unfold")
     spec, lead, ndim, window = _plan(op, x, window, strides, padding, dilation, padding_mode, impl)
     channels = x.shape[-1]
     x3 = x.reshape(math.prod(lead), *x.shape[-ndim - 1 :])
@@ -124,10 +126,8 @@ def fold(
         impl=impl,
         data_format=data_format,
     )
-    try:
+    with reported_as(op):  # unfold's checks, under fold's name
         expected = jax.eval_shape(forward, x)
-    except (ValueError, TypeError) as error:
-        raise type(error)(str(error).replace("unfold:", "fold:", 1)) from None
     if patches.shape != expected.shape:
         raise ValueError(
             f"fold: patches must have the shape unfold gives for input_shape {input_shape}, "
