@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import io
 import itertools
 import math
@@ -103,22 +104,34 @@ class Animation:
         """The convolution of single-channel spatial arrays computed from the frames' records
         alone (float64), after the first ``upto`` steps (default: all): equal to what convjax
         computes, which the tests check, so the pictures are the computation."""
+        states = list(itertools.islice(self._running(x, kernel), upto))  # one array, updated
+        return states[-1].copy() if states else np.zeros(self._output_shape)
+
+    @property
+    def _output_shape(self) -> tuple[int, ...]:
+        return self.size if self.view == "scatter" else self.grid
+
+    def _running(self, x: Any, kernel: Any):
+        """The output after each step, one array updated in place: the scatter view adds the
+        input cell into the cells it reaches; the others write one output cell whole."""
         x = np.asarray(x, np.float64)
         weights = np.asarray(kernel, np.float64).reshape(-1)
-        steps = self.steps[: len(self.steps) if upto is None else upto]
-        if self.view == "scatter":
-            y = np.zeros(self.size)
-            for step in steps:
-                for tap, (index, valid) in enumerate(step.reads):
-                    if valid:
-                        y[index] += x[step.output] * weights[tap]
-            return y
-        y = np.zeros(self.grid)
-        for step in steps:
-            y[step.output] = sum(
-                x[index] * weights[tap] for tap, (index, valid) in enumerate(step.reads) if valid
-            )
-        return y
+        y = np.zeros(self._output_shape)
+        for step in self.steps:
+            taps = [(index, weights[t]) for t, (index, valid) in enumerate(step.reads) if valid]
+            if self.view == "scatter":
+                for index, w in taps:
+                    y[index] += x[step.output] * w
+            else:
+                y[step.output] = sum(x[index] * w for index, w in taps)
+            yield y
+
+    @functools.cached_property
+    def _shown(self) -> list[np.ndarray] | None:
+        """The numbers each frame writes (its output so far), computed once for all frames."""
+        if self.values is None:
+            return None
+        return [y.copy() for y in self._running(*self.values)]
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -595,7 +608,7 @@ def _render(anim: Animation, frames: list[int], *, cell: float = 0.32, dpi: int 
         ax.set_ylim(panel_h - 0.5, -1.5)
         ax.set_aspect("equal")
         canvas = _Canvas(ax, font)
-        partial = anim.evaluate(*anim.values, upto=index + 1) if anim.values else None
+        partial = None if anim._shown is None else anim._shown[index]
 
         r0, c0 = origin["frame"]
         for at, kind in anim.kinds.items():
