@@ -234,7 +234,7 @@ def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.M
         impl=impl,
         rngs=nnx.Rngs(0),
     )
-    padding_value = padding(m.padding if isinstance(m.padding, str) else tuple(m.padding))
+    padding_value = padding(m.padding)
     if kind in _CONVS:
         layer = nnx_modules.Conv(
             m.in_channels, m.out_channels, tuple(m.kernel_size), padding=padding_value, **options
