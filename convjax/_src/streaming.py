@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from convjax._src import shapes
 from convjax._src.conv import conv
 from convjax._src.spec import Impl, Padding, make_spec, per_dim, reported_as
 
@@ -39,7 +40,7 @@ def _plan(op: str, x_shape, kernel_shape, dilation, groups, padding):
             f"C_in // groups, C_out], got shapes {tuple(x_shape)} and {tuple(kernel_shape)}."
         )
     dilation = per_dim(op, "dilation", dilation, ndim, minimum=1)
-    span = (kernel_shape[0] - 1) * dilation[0] + 1
+    span = shapes.effective_window(kernel_shape[0], dilation[0])
     # One step convolves the buffer and the chunk: span − 1 + t frames.
     full = list(x_shape)
     full[-ndim - 1] += span - 1

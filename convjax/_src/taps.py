@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from convjax._src import shapes
 from convjax._src.spec import ConvSpec
 
 JNP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -156,7 +157,7 @@ def transposed_tap_sum(g, kernel, geometry: Geometry, padded_shape):
     ``g``, as a stride-1 tap sum over ``g`` upsampled by the strides (zeros between) and padded
     by the dilated window, with the flipped, channel-exchanged kernel."""
     ndim = len(geometry.window)
-    spans = [(k - 1) * d + 1 for k, d in zip(geometry.window, geometry.dilation, strict=True)]
+    spans = map(shapes.effective_window, geometry.window, geometry.dilation)
     config = [(0, 0, 0)]
     for span, o, s, n in zip(
         spans, geometry.out, geometry.strides, padded_shape[1:-1], strict=True
