@@ -156,3 +156,10 @@ def test_errors_name_the_function_or_module():
         convjax.linen.Conv(2, (3,), data_format="NCW")
     with pytest.raises(ValueError, match=r"pass data_format='channels_first'"):
         convjax.conv(arr(2, 3, 8, 8), arr(3, 3, 3, 4))  # a PyTorch-layout x, no data_format
+
+
+def test_empty_batches_keep_their_layout():
+    y = convjax.conv(jnp.zeros((0, 3, 8, 7)), K2, padding=1, data_format="channels_first")
+    assert y.shape == (0, 4, 8, 7)
+    layer = convjax.nnx.Conv(3, 4, (3, 3), data_format="channels_first", rngs=nnx.Rngs(0))
+    assert layer(jnp.zeros((0, 3, 8, 7))).shape == (0, 4, 6, 5)

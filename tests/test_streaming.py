@@ -114,3 +114,21 @@ def test_errors_name_the_function_and_the_rule():
     layer = convjax.nnx.Conv(2, 2, (3,), strides=2, padding="CAUSAL", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"Conv.stream: streams run stride-1"):
         layer.init_stream(x)
+
+
+def test_empty_batches_and_non_finite_frames():
+    kernel = jnp.ones((3, 2, 2))
+    state = streaming.init(jnp.zeros((0, 1, 2)), kernel, dilation=2)
+    y, state = streaming.step(state, jnp.zeros((0, 4, 2)), kernel, dilation=2)
+    assert y.shape == (0, 4, 2) and state.buffer.shape == (0, 4, 2)
+    # A NaN at frame 3 reaches exactly the outputs whose window covers it: frames 3, 5 and 7.
+    x = jnp.zeros((1, 10, 2)).at[0, 3, 0].set(jnp.nan)
+    state = streaming.init(x[:, :1], kernel, dilation=2)
+    outputs = []
+    for chunk in chunked(x, [2, 1, 4, 3]):
+        y, state = streaming.step(state, chunk, kernel, dilation=2)
+        outputs.append(y)
+    nan_frames = np.flatnonzero(np.isnan(jnp.concatenate(outputs, 1)[0, :, 0]))
+    assert nan_frames.tolist() == [3, 5, 7]
+    offline = convjax.conv(x, kernel, padding="CAUSAL", dilation=2)
+    assert np.flatnonzero(np.isnan(offline[0, :, 0])).tolist() == [3, 5, 7]
