@@ -16,6 +16,7 @@ from convjax._src.deconv import DeconvolveInfo, deconvolve
 from convjax._src.dispatch import auto_choice
 from convjax._src.explain import Convention, PaddingExplanation, explain_padding
 from convjax._src.gather import AxisIndexMap, IndexMap
+from convjax._src.halo import AxisHalo, HaloMessage, HaloPlan, halo_plan
 from convjax._src.separable import (
     SeparableFactors,
     depthwise_separable_conv,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoBackend",
+    "AxisHalo",
     "AxisIndexMap",
     "ConvSpec",
     "Convention",
@@ -43,6 +45,8 @@ __all__ = [
     "FFTBackend",
     "Formulation",
     "GatherBackend",
+    "HaloMessage",
+    "HaloPlan",
     "IndexMap",
     "LaxBackend",
     "Layer",
@@ -65,6 +69,7 @@ __all__ = [
     "fold",
     "formulations",
     "from_torch",
+    "halo_plan",
     "index_map",
     "linen",
     "make_spec",

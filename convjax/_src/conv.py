@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from convjax._src import gather
+from convjax._src import gather, halo
 from convjax._src.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     ConvSpec,
@@ -37,7 +37,8 @@ def apply(
     """Run ``spec``'s backend on ``x: [*batch, *spatial, C_in]``, any number of batch dims.
 
     An empty result (a zero-size batch or output channels) and a sum over no input channels
-    are zeros of the result's shape, whatever the backend.
+    are zeros of the result's shape, whatever the backend.  An ``x`` sharded over a mesh along
+    batch or spatial axes runs the backend on every device's block and halo (see ``halo.py``).
     """
     ndim = spec.ndim
     batch = x.shape[: x.ndim - ndim - 1]
@@ -45,6 +46,17 @@ def apply(
     if math.prod(batch) == 0 or x.shape[-1] == 0 or kernel.shape[-1] == 0:
         dtype = x.dtype if preferred_element_type is None else preferred_element_type
         return jnp.zeros((*batch, *out, kernel.shape[-1]), dtype)
+    sharded = halo.mesh_axes(x)
+    if sharded is not None:
+        return halo.apply(
+            x,
+            kernel,
+            spec,
+            sharded,
+            apply,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
     flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
     y = spec.backend(
         flat, kernel, spec, precision=precision, preferred_element_type=preferred_element_type

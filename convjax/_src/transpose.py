@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from convjax._src import shapes
+from convjax._src import halo, shapes
 from convjax._src.backends import AutoBackend
 from convjax._src.conv import apply
 from convjax._src.layout import accepts_data_format, kernel_ndim
@@ -91,8 +91,9 @@ def _adjoint(operator: ConvOperator, kernel, x, precision):
     reverse-mode rules apply; jitted so that the forward pass at zeros that ``jax.vjp`` traces is
     compiled away (and each operator compiles once when called eagerly)."""
     forward = functools.partial(operator.forward, kernel=kernel, precision=precision)
-    _, vjp = jax.vjp(forward, jnp.zeros(operator.input_shape, x.dtype))
-    return vjp(x)[0]
+    sharding = halo.sharding_like(x, operator.input_shape)
+    y, vjp = jax.vjp(forward, jnp.zeros(operator.input_shape, x.dtype, out_sharding=sharding))
+    return vjp(halo.like(x, y))[0]
 
 
 def _sizes(
