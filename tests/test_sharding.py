@@ -16,11 +16,9 @@ import pytest
 import convjax
 
 HERE = pathlib.Path(__file__).parent
-GROUPS = (
-    "formulations_and_padding_modes",
-    "strides or uneven or wider or three_dims or two_spatial or batch_only",
-    "variants or deconvolve or modules or auto_axes",
-    "communication",
+GROUPS = (  # about equal halves
+    "formulations_and_padding_modes or communication",
+    "not (formulations_and_padding_modes or communication)",
 )
 
 

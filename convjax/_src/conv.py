@@ -41,22 +41,19 @@ def apply(
     batch or spatial axes runs the backend on every device's block and halo (see ``halo.py``).
     """
     ndim = spec.ndim
+    sharded = halo.mesh_axes(x)
+    if sharded is not None:
+
+        def local(block, local_spec, k):
+            options = {"precision": precision, "preferred_element_type": preferred_element_type}
+            return apply(block, k, local_spec, **options)
+
+        return halo.apply(x, spec, kernel.shape[:ndim], local, kernel, axes=sharded)
     batch = x.shape[: x.ndim - ndim - 1]
     out = spec.output_spatial(x.shape[-ndim - 1 : -1], kernel.shape[:ndim])
     if math.prod(batch) == 0 or x.shape[-1] == 0 or kernel.shape[-1] == 0:
         dtype = x.dtype if preferred_element_type is None else preferred_element_type
         return jnp.zeros((*batch, *out, kernel.shape[-1]), dtype)
-    sharded = halo.mesh_axes(x)
-    if sharded is not None:
-        return halo.apply(
-            x,
-            kernel,
-            spec,
-            sharded,
-            apply,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-        )
     flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
     y = spec.backend(
         flat, kernel, spec, precision=precision, preferred_element_type=preferred_element_type

@@ -18,6 +18,7 @@ problem is the Tikhonov-regularised least squares
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax._src import shapes
+from convjax._src import halo, shapes
 from convjax._src.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     Impl,
@@ -187,7 +188,14 @@ def deconvolve(
     )
     check_dtypes(op, y.dtype, kernel.dtype, x_name="y")
     if method == "wiener":
-        x = _wiener(op, y, kernel, operator, regularization, precision)
+        wiener = functools.partial(
+            _wiener,
+            op,
+            operator=operator,
+            regularization=regularization,
+            precision=precision,
+        )
+        x = halo.per_batch(wiener, y, kernel, ndim=operator.spec.ndim)
         iterations = jnp.zeros((), jnp.int32)
     else:
         x, iterations = _lsq(y, kernel, operator, regularization, tol, max_iters, precision)
@@ -201,7 +209,7 @@ def deconvolve(
     return x, DeconvolveInfo(iterations, residual)
 
 
-def _wiener(op: str, y, kernel, operator: ConvOperator, regularization, precision):
+def _wiener(op: str, y, kernel, *, operator: ConvOperator, regularization, precision):
     spec = operator.spec
     ndim = spec.ndim
     window = kernel.shape[:ndim]

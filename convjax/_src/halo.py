@@ -167,6 +167,14 @@ def mesh_axes(x) -> tuple[tuple[str, ...], ...] | None:
     return tuple(axes)
 
 
+def _mesh(x):
+    """``x``'s mesh: a concrete array's own (eager calls need its devices), else its type's."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(x, jax.core.Tracer) and isinstance(sharding, NamedSharding):
+        return sharding.mesh
+    return jax.typeof(x).sharding.mesh
+
+
 def plan(
     spec: ConvSpec, input_shape: Sequence[int], dtype, window: Sequence[int], axes, mesh
 ) -> HaloPlan:
@@ -327,18 +335,29 @@ def _window_start(need, assemble, messages, offsets, zero_row) -> np.ndarray | N
 
 
 def sharding_like(x, shape: Sequence[int]) -> NamedSharding | None:
-    """A sharding for an array of ``shape`` (``[*batch, *spatial, C]``) split like ``x`` along
-    the batch and spatial dims whose sizes the mesh axes divide; ``None`` when ``x`` is not
-    sharded.  The primal of a transposed conv is built with it."""
+    """A sharding for an array of ``shape`` (of ``x``'s rank) split like ``x`` along the dims
+    whose sizes the mesh axes divide; ``None`` when ``x`` is not sharded.  The primal of a
+    transposed conv (or of ``fold``) is built with it."""
     axes = mesh_axes(x)
     if axes is None:
         return None
-    mesh = jax.typeof(x).sharding.mesh
+    mesh = _mesh(x)
     entries = [
         _entry(names) if size % math.prod(mesh.shape[n] for n in names) == 0 else None
-        for names, size in zip(axes[:-1], shape[:-1], strict=True)
+        for names, size in zip(axes, shape, strict=True)
     ]
-    return NamedSharding(mesh, PartitionSpec(*entries, None))
+    return NamedSharding(mesh, PartitionSpec(*entries))
+
+
+def zeros(shape: Sequence[int], dtype, like) -> jax.Array:
+    """Zeros of ``shape`` sharded as :func:`sharding_like` says for ``like`` (a tracer's by type,
+    a concrete array's on its devices)."""
+    sharding = sharding_like(like, shape)
+    if sharding is None:
+        return jnp.zeros(shape, dtype)
+    if isinstance(like, jax.core.Tracer):
+        return jnp.zeros(shape, dtype, out_sharding=sharding)
+    return jnp.zeros(shape, dtype, device=sharding)
 
 
 def like(x, y):
@@ -352,38 +371,43 @@ def like(x, y):
 
 def apply(
     x: jax.Array,
-    kernel: jax.Array,
     spec: ConvSpec,
-    axes,
+    window: Sequence[int],
     local: Callable[..., jax.Array],
-    **options,
+    *replicated: jax.Array,
+    axes,
 ) -> jax.Array:
-    """``local(x, kernel, spec, **options)`` on every device's block of ``x`` and its halo, in
-    one ``jax.shard_map``; the result sharded as ``x`` along batch and spatial dims."""
-    mesh = jax.typeof(x).sharding.mesh
-    ndim = spec.ndim
-    batch_ndim = x.ndim - ndim - 1
-    halo = plan(spec, x.shape, x.dtype, kernel.shape[:ndim], axes, mesh)
+    """``local(block, local_spec, *replicated)`` on every device's block of ``x`` extended by its
+    halo, in one ``jax.shard_map``; ``local_spec`` is ``spec`` without the padding of the sharded
+    axes (the halo holds it).  The result, ``[*batch, *out_spatial, features]``, is sharded as
+    ``x`` along batch and spatial dims; ``replicated`` operands (a kernel) are whole on every
+    device, and their gradients are summed over the devices."""
+    mesh = _mesh(x)
+    batch_ndim = x.ndim - spec.ndim - 1
+    halo = plan(spec, x.shape, x.dtype, window, axes, mesh)
     sharded = {axis.dim for axis in halo.axes}
     local_spec = dataclasses.replace(
         spec,
         padding=tuple((0, 0) if d in sharded else p for d, p in enumerate(spec.padding)),
     )
     x = _respec(x, mesh, halo.spec)
-    kernel = _respec(kernel, mesh, PartitionSpec())
+    replicated = tuple(_respec(r, mesh, PartitionSpec()) for r in replicated)
     varying = tuple(n for names in axes[:-1] for n in names)
 
-    def block(xb, kb):
-        # The kernel meets every device's block: cast it varying over the same mesh axes (the
-        # transpose of the cast psums its gradient over them).
-        kb = lax.pcast(kb, varying, to="varying")
+    def block(xb, *rb):
+        # The replicated operands meet every device's block: cast them varying over the same
+        # mesh axes (the transpose of the cast psums their gradients over those axes).
+        rb = [lax.pcast(r, varying, to="varying") for r in rb]
         for axis in halo.axes:
             xb = _exchange(xb, axis, batch_ndim + axis.dim)
-        return local(xb, kb, local_spec, **options)
+        return local(xb, local_spec, *rb)
 
-    y = jax.shard_map(block, mesh=mesh, in_specs=(halo.spec, PartitionSpec()), out_specs=halo.spec)(
-        x, kernel
-    )
+    y = jax.shard_map(
+        block,
+        mesh=mesh,
+        in_specs=(halo.spec, *(PartitionSpec() for _ in replicated)),
+        out_specs=halo.spec,
+    )(x, *replicated)
     uneven = [axis for axis in halo.axes if axis.uneven]
     if uneven:
         dims = {batch_ndim + axis.dim for axis in uneven}
@@ -394,6 +418,31 @@ def apply(
             crop[batch_ndim + axis.dim] = slice(0, axis.output_size)
         y = y[tuple(crop)]
     return y
+
+
+def per_batch(fn: Callable[..., jax.Array], x: jax.Array, *replicated, ndim: int):
+    """``fn(block, *replicated)`` on every device's batch block of ``x: [*batch, *spatial, C]``
+    with whole spatial axes (gathered first where they are sharded), for computations global
+    over the spatial axes (the Wiener filter's FFTs); the result, of ``x``'s rank, sharded like
+    ``x`` where its sizes allow.  ``x`` itself where it is not sharded."""
+    axes = mesh_axes(x)
+    if axes is None:
+        return fn(x, *replicated)
+    mesh = _mesh(x)
+    batch_ndim = len(x.shape) - ndim - 1
+    spec = PartitionSpec(*[_entry(names) for names in axes[:batch_ndim]])
+    varying = tuple(n for names in axes[:batch_ndim] for n in names)
+    original = x
+    x = _respec(x, mesh, spec)
+    replicated = tuple(_respec(r, mesh, PartitionSpec()) for r in replicated)
+
+    def block(xb, *rb):
+        return fn(xb, *[lax.pcast(r, varying, to="varying") for r in rb])
+
+    y = jax.shard_map(
+        block, mesh=mesh, in_specs=(spec, *(PartitionSpec() for _ in replicated)), out_specs=spec
+    )(x, *replicated)
+    return jax.sharding.reshard(y, sharding_like(original, y.shape))
 
 
 def _respec(x, mesh, spec: PartitionSpec):

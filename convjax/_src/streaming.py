@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from convjax._src import shapes
+from convjax._src import halo, shapes
 from convjax._src.conv import conv
 from convjax._src.spec import Impl, Padding, make_spec, per_dim, reported_as
 
@@ -75,7 +75,7 @@ def init(
     ndim = len(kernel.shape) - 2
     shape = list(x_chunk.shape)
     shape[-ndim - 1] = span - 1
-    return State(jnp.zeros(shape, x_chunk.dtype))
+    return State(halo.zeros(shape, x_chunk.dtype, like=x_chunk))
 
 
 def step(

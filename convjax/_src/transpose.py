@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from convjax._src import halo, shapes
 from convjax._src.backends import AutoBackend
@@ -91,8 +90,7 @@ def _adjoint(operator: ConvOperator, kernel, x, precision):
     reverse-mode rules apply; jitted so that the forward pass at zeros that ``jax.vjp`` traces is
     compiled away (and each operator compiles once when called eagerly)."""
     forward = functools.partial(operator.forward, kernel=kernel, precision=precision)
-    sharding = halo.sharding_like(x, operator.input_shape)
-    y, vjp = jax.vjp(forward, jnp.zeros(operator.input_shape, x.dtype, out_sharding=sharding))
+    y, vjp = jax.vjp(forward, halo.zeros(operator.input_shape, x.dtype, like=x))
     return vjp(halo.like(x, y))[0]
 
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src import gather, taps
+from convjax._src import gather, halo, taps
 from convjax._src.layout import DataFormat, accepts_data_format
 from convjax._src.spec import (
     Padding,
@@ -74,7 +74,17 @@ def unfold(
     True
     """
     op = op_name("unfold")
-    spec, lead, ndim, window = _plan(op, x, window, strides, padding, dilation, padding_mode, impl)
+    spec, _, _, window = _plan(op, x, window, strides, padding, dilation, padding_mode, impl)
+    sharded = halo.mesh_axes(x)
+    if sharded is not None:  # each device unfolds its block and halo
+        local = functools.partial(_unfold, window=window, impl=impl)
+        return halo.apply(x, spec, window, local, axes=sharded)
+    return _unfold(x, spec, window=window, impl=impl)
+
+
+def _unfold(x, spec, *, window, impl):
+    ndim = spec.ndim
+    lead = x.shape[: -ndim - 1]
     channels = x.shape[-1]
     x3 = x.reshape(math.prod(lead), *x.shape[-ndim - 1 :])
     out = spec.output_spatial(x3.shape[1:-1], window)
@@ -115,7 +125,9 @@ def fold(
     op = "fold"
     check_arrays(op, patches=patches)
     input_shape = check_shape(op, "input_shape", input_shape)
-    x = jax.ShapeDtypeStruct(input_shape, patches.dtype)
+    x = jax.ShapeDtypeStruct(
+        input_shape, patches.dtype, sharding=halo.sharding_like(patches, input_shape)
+    )
     forward = functools.partial(
         unfold,
         window=window,
@@ -133,7 +145,7 @@ def fold(
             f"fold: patches must have the shape unfold gives for input_shape {input_shape}, "
             f"{expected.shape}, got {patches.shape}."
         )
-    (result,) = jax.linear_transpose(forward, x)(patches)
+    (result,) = jax.linear_transpose(forward, x)(halo.like(patches, expected))
     return result
 
 

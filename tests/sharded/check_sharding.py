@@ -156,6 +156,17 @@ def test_two_spatial_axes(mode):
     check(fn, x, k, "2x2x2")
 
 
+def test_empty_batch():
+    """A zero-size batch split over devices gives the empty result, sharded like the input (JAX
+    needs the mesh as context here: nothing is computed from the input, so jit cannot see its
+    devices)."""
+    x, k = operands((0, 16, 8, 3), (3, 3, 3, 4))
+    with jax.set_mesh(mesh("2x4")):
+        y = jax.jit(functools.partial(convjax.conv, padding="SAME"))(shard(x, "2x4"), k)
+    assert y.shape == (0, 16, 8, 4)
+    assert same_spec(y.sharding.spec, P("b", "x"))
+
+
 def test_batch_only():
     x, k = operands((8, 10, 10, 2), (3, 3, 2, 2))
     check(functools.partial(convjax.conv, padding="SAME", impl="gather"), x, k, "8", P("x"))
@@ -210,6 +221,50 @@ def test_variants(variant):
     fn, x_shape, k_shape = VARIANTS[variant]
     x, k = operands(x_shape, k_shape)
     check(fn, x, k, "2x4")
+
+
+def test_unfold_and_fold():
+    def fn(x, k):
+        options = {"strides": 2, "padding": "SAME", "padding_mode": "reflect"}
+        patches = convjax.unfold(x, (3, 3), **options)
+        return convjax.fold(patches * k.reshape(1, 1, 1, -1), x.shape, (3, 3), **options)
+
+    x, k = operands((2, 16, 8, 2), (3, 3, 2))
+    check(fn, x, k, "2x4")
+
+
+def test_channels_first():
+    fn = functools.partial(convjax.conv, padding="SAME", data_format="channels_first")
+    x, k = operands((2, 3, 16, 8), (3, 3, 3, 4))
+    check(fn, x, k, "2x4", P("b", None, "x"))
+
+
+def test_deconvolve_wiener():
+    """The Wiener filter's FFTs span whole spatial axes: each device gets whole images of its
+    batch block (gathered along the spatial axes), and the result is split like ``y`` again."""
+    x, k = operands((2, 16, 8, 2), (3, 3, 2, 2))
+    fn = functools.partial(
+        convjax.deconvolve,
+        method="wiener",
+        padding="SAME",
+        padding_mode="circular",
+        regularization=1e-2,
+    )
+    check(fn, x, k, "2x4", tol=1e-8)
+
+
+def test_streaming_a_batch_split_over_devices():
+    x, k = operands((8, 12, 3), (3, 3, 2))
+    xs = shard(x, "8", P("x"))
+    step = jax.jit(functools.partial(convjax.streaming.step, dilation=2))
+    state = convjax.streaming.init(xs[:, :1], k, dilation=2)
+    chunks = []
+    for t in range(0, 12, 4):
+        y, state = step(state, xs[:, t : t + 4], k)
+        chunks.append(y)
+    assert same_spec(y.sharding.spec, P("x"))
+    offline = convjax.conv(jnp.asarray(x), k, padding="CAUSAL", dilation=2)
+    np.testing.assert_allclose(np.asarray(jnp.concatenate(chunks, axis=1)), offline, atol=1e-10)
 
 
 def test_deconvolve_lsq():
