@@ -1,4 +1,5 @@
-"""The README's Python examples run as written, and its test command is the one CI runs."""
+"""The README's Python examples (fenced ``python``) run as written, and its test command is the one
+CI runs.  The multi-host recipe, which needs several hosts, is fenced ``py`` and only shown."""
 
 import pathlib
 import re

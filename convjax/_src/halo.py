@@ -108,6 +108,16 @@ class AxisHalo:
         return sum(m.length for m in self.messages)
 
     @property
+    def sources(self) -> np.ndarray:
+        """``[P, window]``: the device each window row comes from (the device itself for its own
+        rows), ``-1`` for zero padding and rows no tap reads."""
+        lengths = {0: self.input_block} | {m.shift: m.length for m in self.messages}
+        part = np.concatenate([np.full(lengths[s], s) for s in self.layout] + [[-1]])
+        shift = part[self.assemble]
+        device = (np.arange(self.shards)[:, None] + shift) % self.shards
+        return np.where(shift < 0, -1, device)
+
+    @property
     def uneven(self) -> bool:
         return self.output_block * self.shards != self.output_size
 
