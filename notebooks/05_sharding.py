@@ -96,9 +96,13 @@ def draw(plan, title):
     sources = plan.axes[0].sources  # [device, window row]: where each row comes from
     own = np.arange(len(sources))[:, None]
     kind = np.where(sources == own, 0, np.where(sources < 0, 2, 1))  # own, neighbour, padding
-    fig, ax = plt.subplots(figsize=(7, 2.2), layout="constrained")
-    ax.imshow(kind, cmap=plt.matplotlib.colors.ListedColormap(["tab:blue", "tab:orange", "0.85"]),
-              vmin=0, vmax=2)
+    _, ax = plt.subplots(figsize=(7, 2.2), layout="constrained")
+    ax.imshow(
+        kind,
+        cmap=plt.matplotlib.colors.ListedColormap(["tab:blue", "tab:orange", "0.85"]),
+        vmin=0,
+        vmax=2,
+    )
     for (p, e), source in np.ndenumerate(sources):
         ax.text(e, p, "pad" if source < 0 else source, ha="center", va="center", fontsize=8)
     ax.set_yticks(range(len(sources)), [f"device {p}" for p in range(len(sources))])

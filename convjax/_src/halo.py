@@ -20,6 +20,7 @@ the result is then replicated over those devices (an all-gather of the result al
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -185,11 +186,13 @@ def _mesh(x):
     return jax.typeof(x).sharding.mesh
 
 
+@functools.lru_cache(maxsize=256)
 def plan(
-    spec: ConvSpec, input_shape: Sequence[int], dtype, window: Sequence[int], axes, mesh
+    spec: ConvSpec, input_shape: tuple[int, ...], dtype, window: tuple[int, ...], axes, mesh
 ) -> HaloPlan:
     """The exchange for ``spec`` on an input of global ``input_shape`` whose dims are sharded
-    over ``axes`` (as :func:`mesh_axes` returns them) of ``mesh``."""
+    over ``axes`` (as :func:`mesh_axes` returns them) of ``mesh``; cached, as every trace of a
+    convolution (forward, gradient, each jit) asks again."""
     ndim = spec.ndim
     batch_ndim = len(input_shape) - ndim - 1
     spatial = tuple(input_shape[batch_ndim:-1])
@@ -264,16 +267,17 @@ def _axis_halo(dim: int, names, shards: int, index, stride: int, dilation: int) 
         zip(layout, np.cumsum([0, *(lengths[s] for s in layout)]).tolist(), strict=False)
     )
     zero_row = sum(lengths.values())
-    position = {  # (receiver, sent row) -> place in the message buffer
-        m.shift: {(r, int(row)): i for s, r in m.pairs for i, row in enumerate(m.rows[s])}
-        for m in messages
-    }
     assemble = np.full((shards, window), zero_row, np.int64)
     for p in range(shards):
-        for e in np.flatnonzero(need[p] >= 0):
-            owner, row = divmod(int(need[p, e]), block)
-            shift = (owner - p) % shards
-            assemble[p, e] = offsets[shift] + (row if shift == 0 else position[shift][(p, row)])
+        read = need[p] >= 0
+        shift = np.where(read, (need[p] // block - p) % shards, -1)
+        own = shift == 0
+        assemble[p, own] = offsets[0] + need[p, own] % block
+        for m in messages:
+            mask = shift == m.shift
+            if mask.any():  # a message's rows are sorted: the first place each row is sent
+                sent = m.rows[(p + m.shift) % shards]
+                assemble[p, mask] = offsets[m.shift] + np.searchsorted(sent, need[p, mask] % block)
     return AxisHalo(
         dim=dim,
         mesh_axes=tuple(names),
@@ -394,7 +398,7 @@ def apply(
     device, and their gradients are summed over the devices."""
     mesh = _mesh(x)
     batch_ndim = x.ndim - spec.ndim - 1
-    halo = plan(spec, x.shape, x.dtype, window, axes, mesh)
+    halo = plan(spec, tuple(x.shape), np.dtype(x.dtype), tuple(window), axes, mesh)
     sharded = {axis.dim for axis in halo.axes}
     local_spec = dataclasses.replace(
         spec,
@@ -545,4 +549,4 @@ def halo_plan(
             f"NamedSharding), got one with sharding {sharding}."
         )
     axes = mesh_axes(x) or ((),) * len(x.shape)
-    return plan(spec, x.shape, x.dtype, kernel_shape[: spec.ndim], axes, mesh)
+    return plan(spec, tuple(x.shape), np.dtype(x.dtype), kernel_shape[: spec.ndim], axes, mesh)
