@@ -522,7 +522,7 @@ def halo_plan(
       each device assembles and its output block; ``halo_bytes``, what each device receives.
 
     >>> import jax, convjax
-    >>> mesh = jax.make_mesh((1,), ("rows",))  # one device here; 4 rows of 64 on a real mesh
+    >>> mesh = jax.make_mesh((1,), ("rows",))  # one device here (4 would receive 2 rows each)
     >>> x = jax.ShapeDtypeStruct((8, 64, 64, 16), "float32",
     ...                          sharding=jax.NamedSharding(mesh, jax.P(None, "rows")))
     >>> convjax.halo_plan(x, (3, 3, 16, 16), padding="SAME").halo_bytes  # 1 device: no halo
