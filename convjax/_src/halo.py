@@ -30,6 +30,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from convjax._src import shapes
 from convjax._src.gather import build_index_map
 from convjax._src.spec import (
     ConvSpec,
@@ -112,7 +113,7 @@ class AxisHalo:
     def sources(self) -> np.ndarray:
         """``[P, window]``: the device each window row comes from (the device itself for its own
         rows), ``-1`` for zero padding and rows no tap reads."""
-        lengths = {0: self.input_block} | {m.shift: m.length for m in self.messages}
+        lengths = _part_lengths(self.input_block, self.messages)
         part = np.concatenate([np.full(lengths[s], s) for s in self.layout] + [[-1]])
         shift = part[self.assemble]
         device = (np.arange(self.shards)[:, None] + shift) % self.shards
@@ -159,14 +160,21 @@ class HaloPlan:
         return total
 
 
+def _typed_sharding(x):
+    """The sharding ``x``'s type carries, or ``None`` where it names no mesh."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    return sharding if mesh is not None and mesh.shape else None
+
+
 def mesh_axes(x) -> tuple[tuple[str, ...], ...] | None:
     """The explicit mesh axes sharding each dim of ``x: [*batch, *spatial, C]`` (``()`` for an
     unsharded dim), or ``None`` when no batch or spatial dim is sharded over a mesh axis of more
     than one device."""
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or not mesh.shape:
+    sharding = _typed_sharding(x)
+    if sharding is None:
         return None
+    mesh = sharding.mesh
     types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
     entries = tuple(sharding.spec) + (None,) * (len(x.shape) - len(sharding.spec))
     axes = []
@@ -231,7 +239,7 @@ def _axis_halo(dim: int, names, shards: int, index, stride: int, dilation: int) 
     reads, size = index.reads, index.size  # reads: [O, k] input rows, `size` for zero padding
     out, k = reads.shape
     block, out_block = size // shards, -(-out // shards)
-    window = (out_block - 1) * stride + (k - 1) * dilation + 1
+    window = (out_block - 1) * stride + shapes.effective_window(k, dilation)
     # need[p, e]: the input row device p's window row e holds, or ZERO, or FREE (read by no tap).
     need = np.full((shards, window), FREE, np.int64)
     taps = np.arange(out_block)[:, None] * stride + np.arange(k)[None, :] * dilation
@@ -251,7 +259,7 @@ def _axis_halo(dim: int, names, shards: int, index, stride: int, dilation: int) 
                 wanted[p] = np.unique(rows)
         if wanted:
             messages.append(_message(shift, shards, block, wanted))
-    lengths = {0: block} | {m.shift: m.length for m in messages}
+    lengths = _part_lengths(block, messages)
     sources = {0: [(p, p) for p in range(shards)]} | {m.shift: m.pairs for m in messages}
 
     def mean_row(shift):  # where in the window a part's rows are read, on average
@@ -290,8 +298,13 @@ def _axis_halo(dim: int, names, shards: int, index, stride: int, dilation: int) 
         messages=tuple(messages),
         layout=layout,
         assemble=assemble,
-        start=_window_start(need, assemble, messages, offsets, zero_row),
+        start=_window_start(need, assemble, messages, offsets, lengths),
     )
+
+
+def _part_lengths(block: int, messages) -> dict[int, int]:
+    """The rows of each part of the layout: the own block (``0``) and each message's buffer."""
+    return {0: block} | {m.shift: m.length for m in messages}
 
 
 def _message(shift: int, shards: int, block: int, wanted: dict[int, np.ndarray]) -> HaloMessage:
@@ -311,15 +324,16 @@ def _message(shift: int, shards: int, block: int, wanted: dict[int, np.ndarray])
     return HaloMessage(shift, pairs, rows, rows[:, 0].copy() if runs else None)
 
 
-def _window_start(need, assemble, messages, offsets, zero_row) -> np.ndarray | None:
+def _window_start(need, assemble, messages, offsets, lengths) -> np.ndarray | None:
     """Each device's window as one run of the layout, if it is one: the rows it reads
     consecutive, and its zero padding on rows that are zero for it (the zero row, or the buffer
     of a message it receives nothing in, which ``ppermute`` fills with zeros).  ``None``
     otherwise."""
     shards, window = need.shape
+    zero_row = sum(lengths.values())
     everyone = frozenset(range(shards))
     zero_for = [everyone] * (zero_row + 1)  # the devices each layout row is zero for
-    for row in range(offsets[0], offsets[0] + zero_row - sum(m.length for m in messages)):
+    for row in range(offsets[0], offsets[0] + lengths[0]):
         zero_for[row] = frozenset()
     for m in messages:
         for row in range(offsets[m.shift], offsets[m.shift] + m.length):
@@ -377,10 +391,10 @@ def zeros(shape: Sequence[int], dtype, like) -> jax.Array:
 def like(x, y):
     """``x`` resharded to ``y``'s type where both are sharded and differ (a transposed conv's
     input against its forward conv's output, replicated along an axis no mesh axis divides)."""
-    target = getattr(jax.typeof(y), "sharding", None)
+    target = _typed_sharding(y)
     if mesh_axes(x) is None or target is None:
         return x
-    return x if jax.typeof(x).sharding.spec == target.spec else jax.sharding.reshard(x, target)
+    return _respec(x, target.mesh, target.spec)
 
 
 def apply(
@@ -404,24 +418,13 @@ def apply(
         spec,
         padding=tuple((0, 0) if d in sharded else p for d, p in enumerate(spec.padding)),
     )
-    x = _respec(x, mesh, halo.spec)
-    replicated = tuple(_respec(r, mesh, PartitionSpec()) for r in replicated)
-    varying = tuple(n for names in axes[:-1] for n in names)
 
     def block(xb, *rb):
-        # The replicated operands meet every device's block: cast them varying over the same
-        # mesh axes (the transpose of the cast psums their gradients over those axes).
-        rb = [lax.pcast(r, varying, to="varying") for r in rb]
         for axis in halo.axes:
             xb = _exchange(xb, axis, batch_ndim + axis.dim)
         return local(xb, local_spec, *rb)
 
-    y = jax.shard_map(
-        block,
-        mesh=mesh,
-        in_specs=(halo.spec, *(PartitionSpec() for _ in replicated)),
-        out_specs=halo.spec,
-    )(x, *replicated)
+    y = _on_devices(block, mesh, halo.spec, x, replicated)
     uneven = [axis for axis in halo.axes if axis.uneven]
     if uneven:
         dims = {batch_ndim + axis.dim for axis in uneven}
@@ -445,18 +448,26 @@ def per_batch(fn: Callable[..., jax.Array], x: jax.Array, *replicated, ndim: int
     mesh = _mesh(x)
     batch_ndim = len(x.shape) - ndim - 1
     spec = PartitionSpec(*[_entry(names) for names in axes[:batch_ndim]])
-    varying = tuple(n for names in axes[:batch_ndim] for n in names)
-    original = x
-    x = _respec(x, mesh, spec)
-    replicated = tuple(_respec(r, mesh, PartitionSpec()) for r in replicated)
+    y = _on_devices(fn, mesh, spec, x, replicated)
+    return jax.sharding.reshard(y, sharding_like(x, y.shape))
+
+
+def _on_devices(fn: Callable[..., jax.Array], mesh, spec: PartitionSpec, x, replicated):
+    """``fn(block, *replicated)`` in a ``jax.shard_map`` with ``x`` split as ``spec`` (and the
+    result split the same way) and the ``replicated`` operands whole on every device."""
+    varying = tuple(
+        name for entry in spec if entry for name in ((entry,) if isinstance(entry, str) else entry)
+    )
 
     def block(xb, *rb):
+        # The replicated operands meet every device's block: cast them varying over the same
+        # mesh axes (the transpose of the cast psums their gradients over those axes).
         return fn(xb, *[lax.pcast(r, varying, to="varying") for r in rb])
 
-    y = jax.shard_map(
+    replicated = tuple(_respec(r, mesh, PartitionSpec()) for r in replicated)
+    return jax.shard_map(
         block, mesh=mesh, in_specs=(spec, *(PartitionSpec() for _ in replicated)), out_specs=spec
-    )(x, *replicated)
-    return jax.sharding.reshard(y, sharding_like(original, y.shape))
+    )(_respec(x, mesh, spec), *replicated)
 
 
 def _respec(x, mesh, spec: PartitionSpec):
@@ -541,12 +552,12 @@ def halo_plan(
         groups=groups,
         padding_mode=padding_mode,
     )
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or not mesh.shape:
+    sharding = _typed_sharding(x)
+    if sharding is None:
         raise ValueError(
             f"{op}: x must be sharded over a mesh (an array or jax.ShapeDtypeStruct with a "
-            f"NamedSharding), got one with sharding {sharding}."
+            f"NamedSharding), got one with sharding {getattr(jax.typeof(x), 'sharding', None)}."
         )
     axes = mesh_axes(x) or ((),) * len(x.shape)
-    return plan(spec, tuple(x.shape), np.dtype(x.dtype), kernel_shape[: spec.ndim], axes, mesh)
+    window = kernel_shape[: spec.ndim]
+    return plan(spec, tuple(x.shape), np.dtype(x.dtype), window, axes, sharding.mesh)
