@@ -165,6 +165,19 @@ def test_empty_batch():
     assert same_spec(y.sharding.spec, P("b", "x"))
 
 
+@pytest.mark.parametrize("impl", ["gather", "taps"])
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+def test_non_finite_values_at_block_borders(impl, mode):
+    """A NaN and an inf on the rows where blocks meet (and the wrapped edge) reach exactly the
+    outputs whose windows read them, as on one device: the halo copies values."""
+    x, k = operands((2, 16, 6, 2), (3, 3, 2, 3))
+    x[0, 3, 2, 0], x[1, 4, 0, 1], x[0, 15, 5, 1] = np.nan, np.inf, -np.inf
+    fn = jax.jit(functools.partial(convjax.conv, padding="SAME", padding_mode=mode, impl=impl))
+    expected = np.asarray(fn(x, k))
+    assert np.isnan(expected).any() and np.isinf(expected).any()
+    np.testing.assert_array_equal(np.asarray(fn(shard(x, "2x4"), k)), expected)
+
+
 def test_batch_only():
     x, k = operands((8, 10, 10, 2), (3, 3, 2, 2))
     check(functools.partial(convjax.conv, padding="SAME", impl="gather"), x, k, "8", P("x"))
