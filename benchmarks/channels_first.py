@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import convjax
-from convjax._src.bench import _block, measure
+from convjax.apps.bench import _block, measure
 
 CASES = {
     "3x3, 56², 64→64, b4": ((4, 56, 56, 64), (3, 3, 64, 64), dict(padding=1)),

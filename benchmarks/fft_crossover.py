@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import convjax
-from convjax._src.bench import _block, measure
+from convjax.apps.bench import _block, measure
 
 FORMULATIONS = {"dense": ("lax", "taps", "fft"), "depthwise": ("taps", "fft")}
 

@@ -1,7 +1,7 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
 from convjax import from_torch, linen, nnx, streaming, viz
-from convjax._src.backends import (
+from convjax._src.formulations import (
     AutoBackend,
     FFTBackend,
     Formulation,
@@ -10,28 +10,41 @@ from convjax._src.backends import (
     TapsBackend,
     formulations,
 )
-from convjax._src.conv import conv, depthwise_conv, dilated_conv, index_map, output_shape
-from convjax._src.counting import Layer, ReceptiveField, flop_count, param_count, receptive_field
-from convjax._src.deconv import DeconvolveInfo, deconvolve
-from convjax._src.dispatch import auto_choice
-from convjax._src.explain import Convention, PaddingExplanation, explain_padding
-from convjax._src.gather import AxisIndexMap, IndexMap
+from convjax._src.formulations.gather import AxisIndexMap, IndexMap
 from convjax._src.halo import AxisHalo, HaloMessage, HaloPlan, halo_plan
-from convjax._src.separable import (
+from convjax._src.ops.choice import auto_choice
+from convjax._src.ops.conv import (
+    conv,
+    depthwise_conv,
+    dilated_conv,
+    index_map,
+    make_spec,
+    output_shape,
+)
+from convjax._src.ops.counting import (
+    Layer,
+    ReceptiveField,
+    flop_count,
+    param_count,
+    receptive_field,
+)
+from convjax._src.ops.deconv import DeconvolveInfo, deconvolve
+from convjax._src.ops.explain import Convention, PaddingExplanation, explain_padding
+from convjax._src.ops.separable import (
     SeparableFactors,
     depthwise_separable_conv,
     separable_factors,
     spatial_separable_conv,
 )
+from convjax._src.ops.transpose import conv_transpose
+from convjax._src.ops.unfold import fold, unfold
 from convjax._src.shapes import (
     conv_output_size,
     conv_transpose_output_size,
     effective_window,
     output_padding_for,
 )
-from convjax._src.spec import ConvSpec, make_spec
-from convjax._src.transpose import conv_transpose
-from convjax._src.unfold import fold, unfold
+from convjax._src.spec import ConvSpec
 
 __version__ = "0.1.0"
 

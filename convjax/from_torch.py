@@ -7,7 +7,7 @@ layer of a model).
 (5, 5, 3, 8)
 """
 
-from convjax._src.from_torch import (
+from convjax._src.tools.from_torch import (
     conv_kernel,
     conv_params,
     conv_transpose_kernel,

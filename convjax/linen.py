@@ -4,7 +4,7 @@ Same names and arguments as :mod:`convjax.nnx` (``features`` in place of ``in_fe
 out_features``, as in Flax); the parameters have the same names and shapes.
 """
 
-from convjax._src.linen_modules import (
+from convjax._src.modules.linen import (
     Conv,
     ConvTranspose,
     DepthwiseConv,

@@ -4,7 +4,7 @@ Same names and arguments as :mod:`convjax.linen`, with Flax's argument names
 (``kernel_dilation``, ``feature_group_count``) and an ``impl`` choosing the backend.
 """
 
-from convjax._src.nnx_modules import (
+from convjax._src.modules.nnx import (
     Conv,
     ConvTranspose,
     DepthwiseConv,

@@ -2,6 +2,6 @@
 a chunk's shape, then ``step`` chunk by chunk; the outputs concatenate to the offline causal
 conv.  ``convjax.nnx.Conv.init_stream`` / ``stream`` do the same for a layer."""
 
-from convjax._src.streaming import State, init, step
+from convjax._src.ops.streaming import State, init, step
 
 __all__ = ["State", "init", "step"]

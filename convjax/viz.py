@@ -6,6 +6,6 @@ channel connectivity of grouped, depthwise and separable convolutions.  Drawing 
 and Pillow: ``pip install "convjax[viz]"``.
 """
 
-from convjax._src.viz import Animation, Step, animate, channels, connectivity, figure
+from convjax._src.tools.viz import Animation, Step, animate, channels, connectivity, figure
 
 __all__ = ["Animation", "Step", "animate", "channels", "connectivity", "figure"]

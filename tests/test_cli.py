@@ -4,7 +4,7 @@ never tracebacks."""
 import pytest
 
 import convjax
-from convjax._src import cli
+from convjax.apps import cli
 
 
 def test_version(capsys):

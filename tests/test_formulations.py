@@ -16,7 +16,8 @@ from helpers import TOLERANCE, assert_close, fan_in, operands
 from hypothesis import given
 
 import convjax
-from convjax._src import dispatch, spec
+from convjax._src import formulations
+from convjax._src.formulations import auto as dispatch
 
 FORMULATIONS = [f.name for f in convjax.formulations() if f.name != "auto"]
 
@@ -106,7 +107,8 @@ def test_formulations_lists_every_name_impl_accepts():
     for name in names:
         assert convjax.conv(x, kernel, impl=name).shape == (1, 4, 4, 2)
     assert all(f.accepts and f.description for f in convjax.formulations())
-    literal, _backend = typing.get_args(spec.Impl)  # the annotation names the same formulations
+    # The annotation names the same formulations.
+    literal, _backend = typing.get_args(formulations.Impl)
     assert list(typing.get_args(literal)) == names
 
 
@@ -116,8 +118,7 @@ def test_formulations_lists_every_name_impl_accepts():
 @pytest.mark.parametrize("formulation", ["lax", "gather", "fft", "taps"])
 @pytest.mark.parametrize("groups", [1, 4])
 def test_forward_mode(formulation, groups):
-    """jvp works on every formulation, except taps' depthwise and narrow-group rules, which are
-    reverse mode only (documented) and refuse with JAX's error."""
+    """jvp works on every formulation, taps' depthwise and narrow-group rules included."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 7, 4)), jnp.float64)
     kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 4 // groups, 4)), jnp.float64)
     f = functools.partial(convjax.conv, groups=groups, padding=1, impl=formulation)
@@ -126,10 +127,6 @@ def test_forward_mode(formulation, groups):
         (x, kernel),
         (x, kernel),
     )
-    if formulation == "taps" and groups > 1:
-        with pytest.raises(TypeError, match="forward-mode"):
-            jax.jvp(f, (x, kernel), (x, kernel))
-        return
     got = jax.jvp(f, (x, kernel), (x, kernel))
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)

@@ -14,7 +14,7 @@ from flax import nnx, serialization
 from helpers import IMPLS
 
 import convjax
-from convjax._src import modules_common
+from convjax._src.modules import common as modules_common
 
 NAMES = ("Conv", "ConvTranspose", "DepthwiseConv", "DepthwiseSeparableConv", "SpatialSeparableConv")
 

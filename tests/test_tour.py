@@ -4,7 +4,7 @@ shows each type's pictures in order."""
 import html
 import re
 
-from convjax._src import cli, tour
+from convjax.apps import cli, tour
 
 
 def test_tour_prints_every_section_and_both_paths_agree(capsys, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from convjax._src import cli, train
+from convjax.apps import cli, train
 
 SMALL = dict(batch_size=8, size=16, width=8, blocks=1)
 

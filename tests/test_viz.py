@@ -171,7 +171,7 @@ def test_missing_drawing_libraries_name_the_extra(monkeypatch):
 def test_command_writes_the_file_or_exits_2_with_the_message(tmp_path):
     def run(*args):
         return subprocess.run(
-            [sys.executable, "-m", "convjax._src.cli", "animate", *args],
+            [sys.executable, "-m", "convjax.apps.cli", "animate", *args],
             capture_output=True,
             text=True,
         )

@@ -31,15 +31,9 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from convjax._src import shapes
-from convjax._src.gather import build_index_map
-from convjax._src.spec import (
-    ConvSpec,
-    Padding,
-    PaddingMode,
-    check_arrays,
-    check_shape,
-    make_spec,
-)
+from convjax._src.checks import check_arrays, check_shape
+from convjax._src.formulations.gather import build_index_map
+from convjax._src.spec import ConvSpec, Padding, PaddingMode, make_spec
 
 ZERO, FREE = -1, -2  # a window row that must be zero (padding), one no tap reads
 
@@ -386,6 +380,15 @@ def zeros(shape: Sequence[int], dtype, like) -> jax.Array:
     if isinstance(like, jax.core.Tracer):
         return jnp.zeros(shape, dtype, out_sharding=sharding)
     return jnp.zeros(shape, dtype, device=sharding)
+
+
+def replicated(x):
+    """``x`` whole on every device where its type splits it over mesh axes that no halo plan
+    covers (channels, a kernel's axes): a convolution contracts over the channels."""
+    sharding = _typed_sharding(x)
+    if sharding is None or all(entry is None for entry in sharding.spec):
+        return x
+    return jax.sharding.reshard(x, NamedSharding(sharding.mesh, PartitionSpec()))
 
 
 def like(x, y):

@@ -1,63 +1,30 @@
-"""One normalised, validated, hashable description of a convolution.
+"""One normalised, validated, hashable description of a convolution's geometry.
 
 Every public function builds a :class:`ConvSpec` from its user-facing arguments (ints or tuples,
 padding strings, pairs) and the static shapes of its operands, and every check happens here, at
 trace time, before any array work.  Errors name the operation, the argument, the rule and the
-value received.
+value received.  The formulation that computes a spec is not part of it (see
+``formulations``): it is an argument where it is used.
 
-The option checks that need no shapes (:func:`conv_options`, :func:`check_precision`, …) are
-separate so that the Flax modules run the very same checks when they are constructed.
+The option checks that need no shapes (:func:`conv_options`) are separate so that the Flax
+modules run the very same checks when they are constructed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
-import functools
-import math
-import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from convjax._src import shapes
-from convjax._src.backends import Backend, resolve_backend
+from convjax._src.checks import check_int, check_shape, per_dim, spatial_axes
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
-# A formulation's name (see convjax.formulations()) or a backend instance.
-Impl = Literal["auto", "lax", "gather", "taps", "fft"] | Backend
-PrecisionLike = lax.PrecisionLike
-DTypeLike = jax.typing.DTypeLike
-
-FLOAT_DTYPES = "float16, bfloat16, float32, float64"
-
-_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("convjax_caller", default=None)
-
-
-@contextlib.contextmanager
-def reported_as(name: str) -> Iterator[None]:
-    """Errors raised by convjax functions called inside this block name ``name`` as the
-    operation: a module (``"Conv"``) or a composite function calling the pure functions."""
-    token = _CALLER.set(name)
-    try:
-        yield
-    finally:
-        _CALLER.reset(token)
-
-
-def op_name(default: str) -> str:
-    """The operation errors should name: the innermost :func:`reported_as` name, else
-    ``default`` (the function's own name)."""
-    caller = _CALLER.get()
-    return default if caller is None else caller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +37,6 @@ class ConvSpec:
       dilation: one kernel dilation (atrous rate) per spatial dim.
       groups: feature groups; output channel ``g * (C_out // groups) + j`` belongs to group ``g``.
       padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
-      backend: the formulation that runs it (a backend from ``convjax.formulations()``).
     """
 
     strides: tuple[int, ...]
@@ -78,7 +44,6 @@ class ConvSpec:
     dilation: tuple[int, ...]
     groups: int
     padding_mode: str
-    backend: Backend
 
     @property
     def ndim(self) -> int:
@@ -93,65 +58,6 @@ class ConvSpec:
                 input_spatial, window, self.strides, self.padding, self.dilation, strict=True
             )
         )
-
-
-# -- scalars and shapes -------------------------------------------------------------------------
-
-
-def check_int(op: str, name: str, value: Any, *, minimum: int | None = None) -> int:
-    """``value`` as an int (Python or NumPy integer); bools, floats and other types are a
-    TypeError, and a value below ``minimum`` a ValueError."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise TypeError(
-            f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
-        )
-    value = operator.index(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}.")
-    return value
-
-
-def check_real(op: str, name: str, value: Any, *, minimum: float = 0.0) -> float:
-    """``value`` as a finite float ``>= minimum``: a Python or NumPy int or float, or a concrete
-    0-d real array; anything else is a TypeError."""
-    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-    if not real and getattr(value, "shape", None) == () and hasattr(value, "dtype"):
-        kind = np.dtype(value.dtype)
-        real = np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)
-    if not real:
-        raise TypeError(f"{op}: {name} must be a real number, got {value!r}.")
-    number = float(value)
-    if not math.isfinite(number) or number < minimum:
-        raise ValueError(f"{op}: {name} must be finite and >= {minimum:g}, got {value!r}.")
-    return number
-
-
-def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
-    """A shape: a sequence of non-negative ints (NumPy ints too)."""
-    if isinstance(shape, str) or not isinstance(shape, Sequence | np.ndarray):
-        raise TypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}.")
-    return tuple(check_int(op, name, n, minimum=0) for n in shape)
-
-
-def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ``ndim`` ints, each at least ``minimum``, as a tuple."""
-    if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
-        if len(value) != ndim:
-            raise ValueError(
-                f"{op}: {name} needs one entry per spatial dim ({ndim}), got {len(value)}: "
-                f"{tuple(value)!r}."
-            )
-        values = tuple(check_int(op, name, v) for v in value)
-    else:
-        values = (check_int(op, name, value),) * ndim
-    if any(v < minimum for v in values):
-        raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {values!r}.")
-    return values
-
-
-# -- options ------------------------------------------------------------------------------------
 
 
 def padding_option(op: str, padding: Padding, ndim: int) -> str | tuple[tuple[int, int], ...]:
@@ -229,7 +135,6 @@ class ConvOptions:
     dilation: tuple[int, ...]
     groups: int
     padding_mode: str
-    backend: Backend
 
 
 def conv_options(
@@ -241,7 +146,6 @@ def conv_options(
     dilation: Any = 1,
     groups: Any = 1,
     padding_mode: Any = "zeros",
-    impl: Impl = "auto",
     dilation_name: str = "dilation",
 ) -> ConvOptions:
     """Check every option that does not depend on the operands' shapes."""
@@ -251,101 +155,7 @@ def conv_options(
         dilation=per_dim(op, dilation_name, dilation, ndim, minimum=1),
         groups=check_int(op, "groups", groups, minimum=1),
         padding_mode=check_padding_mode(op, padding_mode),
-        backend=resolve_backend(op, impl),
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _lax_accepts_precision(precision: Any) -> bool:
-    try:
-        jax.eval_shape(
-            functools.partial(lax.dot, precision=precision),
-            *[jax.ShapeDtypeStruct((1, 1), jnp.float32)] * 2,
-        )
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-def check_precision(op: str, precision: Any) -> Any:
-    """``precision`` as lax takes it: ``None``, a ``jax.lax.Precision`` or its lower-case name
-    (``"highest"``), a pair of those, or a ``jax.lax.DotAlgorithmPreset``."""
-    try:
-        accepted = precision is None or _lax_accepts_precision(precision)
-    except TypeError:  # unhashable: not a precision
-        accepted = False
-    if not accepted:
-        raise ValueError(
-            f"{op}: precision must be None, a jax.lax.Precision or its lower-case name "
-            f"('default', 'high', 'highest'), a pair of those, or a jax.lax.DotAlgorithmPreset, "
-            f"got {precision!r}."
-        )
-    return precision
-
-
-def check_float_dtype(op: str, name: str, dtype: Any, *, optional: bool = True) -> Any:
-    """``dtype`` as a floating NumPy dtype (``None`` kept where ``optional``)."""
-    if dtype is None and optional:
-        return None
-    try:
-        kind = np.dtype(dtype)
-    except TypeError:
-        kind = None
-    if kind is None or not jnp.issubdtype(kind, jnp.floating):
-        got = dtype if kind is None else kind.name
-        raise TypeError(
-            f"{op}: {name} must be a floating dtype ({FLOAT_DTYPES})"
-            + (" or None" if optional else "")
-            + f", got {got!r}."
-        )
-    return kind
-
-
-def check_preferred_element_type(op: str, preferred_element_type: Any, x_dtype: Any = None):
-    """A floating dtype at least as wide as the operands' (lax's rule), or ``None``."""
-    kind = check_float_dtype(op, "preferred_element_type", preferred_element_type)
-    if kind is not None and x_dtype is not None and kind.itemsize < np.dtype(x_dtype).itemsize:
-        raise TypeError(
-            f"{op}: preferred_element_type must not be narrower than the operands' dtype "
-            f"{np.dtype(x_dtype).name}, got {kind.name}."
-        )
-    return kind
-
-
-# -- operands -----------------------------------------------------------------------------------
-
-
-def check_arrays(op: str, **arrays: Any) -> None:
-    """Each named value must be an array (have a ``shape`` and a ``dtype``)."""
-    for name, value in arrays.items():
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
-
-
-def check_dtypes(
-    op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "kernel", x_name: str = "x"
-) -> None:
-    """Both operands floating and of one dtype; the error says which cast to make."""
-    for name, dtype in ((x_name, x_dtype), (kernel_name, kernel_dtype)):
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"{op}: {name} must have a floating dtype ({FLOAT_DTYPES}), got "
-                f"{np.dtype(dtype).name}."
-            )
-    if np.dtype(x_dtype) != np.dtype(kernel_dtype):
-        raise TypeError(
-            f"{op}: {x_name} and {kernel_name} must share a dtype, got {x_name} "
-            f"{np.dtype(x_dtype).name} and {kernel_name} {np.dtype(kernel_dtype).name}; cast "
-            f"one, e.g. {kernel_name}.astype({x_name}.dtype)."
-        )
-
-
-def spatial_axes(x_shape: Sequence[int], ndim: int) -> str:
-    """Which axes of ``x`` are read as spatial, for error messages: ``"axes 1, 2 of x shape
-    (8, 5, 5, 3)"``."""
-    rank = len(x_shape)
-    axes = ", ".join(str(a) for a in range(rank - ndim - 1, rank - 1))
-    return f"ax{'es' if ndim > 1 else 'is'} {axes} of shape {tuple(x_shape)}"
 
 
 def split_shapes(
@@ -402,7 +212,6 @@ def make_spec(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     padding_mode: PaddingMode = "zeros",
-    impl: Impl = "auto",
     dilation_name: str = "dilation",
 ) -> ConvSpec:
     """Validate a convolution of ``x_shape`` by ``kernel_shape`` and normalise its options.
@@ -421,7 +230,6 @@ def make_spec(
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
-        impl=impl,
         dilation_name=dilation_name,
     )
     groups = options.groups
@@ -452,13 +260,7 @@ def make_spec(
                     f"{op}: reflect padding must be smaller than the input size, but spatial dim "
                     f"{dim} has size {i} and padding {(lo, hi)}."
                 )
-    spec = ConvSpec(strides, pads, dilation, groups, options.padding_mode, options.backend)
-    refusal = spec.backend.refuses(spec, x_shape, kernel_shape)
-    if refusal is not None:
-        raise ValueError(
-            f"{op}: impl={spec.backend.name!r} cannot run this convolution: {refusal}; use "
-            f"impl='auto' or another of convjax.formulations()."
-        )
+    spec = ConvSpec(strides, pads, dilation, groups, options.padding_mode)
     out = spec.output_spatial(input_spatial, window)
     if any(o < 1 for o in out):
         raise ValueError(

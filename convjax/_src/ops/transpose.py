@@ -23,26 +23,27 @@ from typing import Any
 
 import jax
 
-from convjax._src import halo, shapes
-from convjax._src.backends import AutoBackend
-from convjax._src.conv import apply
-from convjax._src.layout import accepts_data_format, kernel_ndim
-from convjax._src.spec import (
-    ConvOptions,
-    ConvSpec,
+from convjax._src import formulations, halo, shapes
+from convjax._src.checks import (
     DTypeLike,
-    Impl,
-    Padding,
-    PaddingMode,
     PrecisionLike,
     check_arrays,
     check_dtypes,
     check_precision,
     check_preferred_element_type,
-    conv_options,
-    make_spec,
     op_name,
     per_dim,
+)
+from convjax._src.formulations import AutoBackend, Backend, Impl
+from convjax._src.ops.apply import apply
+from convjax._src.ops.layout import accepts_data_format, kernel_ndim
+from convjax._src.spec import (
+    ConvOptions,
+    ConvSpec,
+    Padding,
+    PaddingMode,
+    conv_options,
+    make_spec,
     split_shapes,
 )
 
@@ -59,11 +60,13 @@ class ConvOperator:
 
     Attributes:
       spec: the forward convolution.
+      backend: the formulation that computes it (and so its adjoint).
       input_shape: the forward input's full shape, batch dims and channels included.
       output_spatial: the spatial sizes of the forward output that are kept.
     """
 
     spec: ConvSpec
+    backend: Backend
     input_shape: tuple[int, ...]
     output_spatial: tuple[int, ...]
 
@@ -74,7 +77,7 @@ class ConvOperator:
     def forward(
         self, z: jax.Array, kernel: jax.Array, *, precision: PrecisionLike = None
     ) -> jax.Array:
-        y = apply(z, kernel, self.spec, precision=precision)
+        y = apply(z, kernel, self.spec, self.backend, precision=precision)
         if y.shape[-self.spec.ndim - 1 : -1] == self.output_spatial:
             return y
         return y[(..., *(slice(0, o) for o in self.output_spatial), slice(None))]
@@ -86,9 +89,10 @@ class ConvOperator:
 
 @functools.partial(jax.jit, static_argnames=("operator", "precision"))
 def _adjoint(operator: ConvOperator, kernel, x, precision):
-    """``Aᵀ x`` as the vjp of the linear forward conv ``A``, so that each formulation's own
-    reverse-mode rules apply; jitted so that the forward pass at zeros that ``jax.vjp`` traces is
-    compiled away (and each operator compiles once when called eagerly)."""
+    """``Aᵀ x`` as the vjp of the linear forward conv ``A``: the convolution primitive's
+    ``input`` role, on the formulation's own transpose.  Jitted so that the forward pass at zeros
+    that ``jax.vjp`` traces is compiled away (and each operator compiles once when called
+    eagerly)."""
     forward = functools.partial(operator.forward, kernel=kernel, precision=precision)
     y, vjp = jax.vjp(forward, halo.zeros(operator.input_shape, x.dtype, like=x))
     return vjp(halo.like(x, y))[0]
@@ -146,9 +150,9 @@ def transpose_options(
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
-        impl=impl,
         dilation_name=dilation_name,
     )
+    formulations.resolve(op, impl)
     strides, dilation = options.strides, options.dilation
     output_padding = per_dim(op, "output_padding", output_padding, ndim, minimum=0)
     if any(a >= max(s, d) for a, s, d in zip(output_padding, strides, dilation, strict=True)):
@@ -269,14 +273,15 @@ def transpose_operator(
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
-        impl=impl,
     )
-    if isinstance(spec.backend, AutoBackend):  # choose for the transposed conv's own cost
-        spec = dataclasses.replace(spec, backend=dataclasses.replace(spec.backend, transposed=True))
+    backend = formulations.resolve(op, impl)
+    formulations.check_accepts(op, backend, spec, input_shape, kernel_shape)
+    if isinstance(backend, AutoBackend):  # choose for the transposed conv's own cost
+        backend = dataclasses.replace(backend, transposed=True)
     covered = spec.output_spatial(result, window)
     if any(o < i for o, i in zip(covered, spatial, strict=True)):  # unreachable by construction
         raise AssertionError(f"{op}: forward output {covered} does not cover {spatial}.")
-    return ConvOperator(spec, input_shape, tuple(spatial))
+    return ConvOperator(spec, backend, input_shape, tuple(spatial))
 
 
 @accepts_data_format(kernel_ndim("kernel"))

@@ -53,7 +53,7 @@ def _one_or_many(values: list[int]) -> int | tuple[int, ...]:
 
 
 def _animate(args) -> int:
-    from convjax._src import viz
+    from convjax import viz  # on use: importing jax takes a second `convjax --help` need not wait
 
     if len(args.padding) == 1 and not args.padding[0].lstrip("-").isdigit():
         padding = args.padding[0]
@@ -171,15 +171,15 @@ def _run(args) -> int:
     if args.command == "animate":
         return _animate(args)
     if args.command == "tour":
-        from convjax._src import tour
+        from convjax.apps import tour  # on use, as viz above
 
         tour.run(out=args.out)
     elif args.command == "bench":
-        from convjax._src import bench as benchmarks
+        from convjax.apps import bench as benchmarks  # on use, as viz above
 
         return benchmarks.main(args)
     elif args.command == "train":
-        from convjax._src import train as training
+        from convjax.apps import train as training  # on use, as viz above
 
         training.train(
             steps=args.steps,

@@ -20,15 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax.nnx import initializers
 
-from convjax._src.layout import check_data_format, from_channels_last, to_channels_last
-from convjax._src.spec import (
+from convjax._src import formulations
+from convjax._src.checks import (
     check_float_dtype,
     check_precision,
     check_preferred_element_type,
-    conv_options,
     reported_as,
 )
-from convjax._src.transpose import transpose_options
+from convjax._src.ops.layout import check_data_format, from_channels_last, to_channels_last
+from convjax._src.ops.transpose import transpose_options
+from convjax._src.spec import conv_options
 
 # Flax's defaults: LeCun normal kernels (fan-in = prod(window) * C_in // groups) and zero biases.
 default_kernel_init = initializers.lecun_normal()
@@ -72,13 +73,14 @@ def check_options(op: str, options: dict[str, Any], *, transposed: bool = False)
     for name in ("features", "feature_group_count", "depth_multiplier"):
         if name in options:
             _positive(op, name, options[name])
-    conv = {name: options[name] for name in ("strides", "padding", "padding_mode", "impl")}
+    conv = {name: options[name] for name in ("strides", "padding", "padding_mode")}
     conv["dilation"] = options["kernel_dilation"]
     if transposed:
-        conv |= {name: options[name] for name in ("output_padding", "output_shape")}
+        conv |= {name: options[name] for name in ("output_padding", "output_shape", "impl")}
         transpose_options(op, ndim, dilation_name="kernel_dilation", **conv)
     else:
         conv_options(op, ndim, dilation_name="kernel_dilation", **conv)
+        formulations.resolve(op, options["impl"])
     if not isinstance(options["use_bias"], bool | np.bool_):
         raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
     check_data_format(op, options.get("data_format", "channels_last"))

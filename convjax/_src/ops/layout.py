@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 import jax
 import jax.numpy as jnp
 
-from convjax._src.spec import op_name
+from convjax._src.checks import op_name
 
 DataFormat = Literal["channels_last", "channels_first"]
 DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)

@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from convjax._src import halo, shapes
-from convjax._src.conv import conv
-from convjax._src.spec import Impl, Padding, make_spec, per_dim, reported_as
+from convjax._src.checks import per_dim, reported_as
+from convjax._src.formulations import Impl
+from convjax._src.ops.conv import conv
+from convjax._src.spec import Padding, make_spec
 
 
 class State(NamedTuple):

@@ -16,12 +16,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax._src import modules_common as common
-from convjax._src.conv import conv, depthwise_conv
-from convjax._src.layout import DataFormat
-from convjax._src.separable import depthwise_separable_conv, spatial_separable_conv
-from convjax._src.spec import DTypeLike, Impl, Padding, PaddingMode, PrecisionLike
-from convjax._src.transpose import conv_transpose
+from convjax._src.checks import DTypeLike, PrecisionLike
+from convjax._src.formulations import Impl
+from convjax._src.modules import common
+from convjax._src.ops.conv import conv, depthwise_conv
+from convjax._src.ops.layout import DataFormat
+from convjax._src.ops.separable import depthwise_separable_conv, spatial_separable_conv
+from convjax._src.ops.transpose import conv_transpose
+from convjax._src.spec import Padding, PaddingMode
 
 Initializer = Any
 IntOrSeq = int | Sequence[int]

@@ -26,17 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src import gather, halo, taps
-from convjax._src.layout import DataFormat, accepts_data_format
-from convjax._src.spec import (
-    Padding,
-    PaddingMode,
-    check_arrays,
-    check_shape,
-    make_spec,
-    op_name,
-    reported_as,
-)
+from convjax._src import halo
+from convjax._src.checks import check_arrays, check_shape, op_name, reported_as
+from convjax._src.formulations import gather, taps
+from convjax._src.formulations.base import pad
+from convjax._src.ops.layout import DataFormat, accepts_data_format
+from convjax._src.spec import Padding, PaddingMode, make_spec
 
 UNFOLD_IMPLS = ("auto", "taps", "gather")
 
@@ -175,7 +170,7 @@ def _plan(op, x, window, strides, padding, dilation, padding_mode, impl):
 
 
 def _by_slices(x, spec, window, out):
-    padded = taps.pad(x, spec)
+    padded = pad(x, spec)
     geometry = taps.Geometry(spec.strides, spec.dilation, 1, window, tuple(out))
     slices = [taps.window_slice(padded, tap, geometry) for tap in np.ndindex(*window)]
     return jnp.stack(slices, axis=-2).reshape(*slices[0].shape[:-1], -1)

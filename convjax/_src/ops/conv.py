@@ -6,59 +6,26 @@ only in how they fill the spec.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 
-from convjax._src import gather, halo
-from convjax._src.layout import accepts_data_format, kernel_ndim
-from convjax._src.spec import (
-    ConvSpec,
+from convjax._src import formulations
+from convjax._src.checks import (
     DTypeLike,
-    Impl,
-    Padding,
-    PaddingMode,
     PrecisionLike,
     check_arrays,
     check_dtypes,
     check_precision,
     check_preferred_element_type,
     check_shape,
-    make_spec,
     op_name,
 )
-
-
-def apply(
-    x: jax.Array, kernel: jax.Array, spec: ConvSpec, *, precision=None, preferred_element_type=None
-):
-    """Run ``spec``'s backend on ``x: [*batch, *spatial, C_in]``, any number of batch dims.
-
-    An empty result (a zero-size batch or output channels) and a sum over no input channels
-    are zeros of the result's shape, whatever the backend.  An ``x`` sharded over a mesh along
-    batch or spatial axes runs the backend on every device's block and halo (see ``halo.py``).
-    """
-    ndim = spec.ndim
-    sharded = halo.mesh_axes(x)
-    if sharded is not None:
-
-        def local(block, local_spec, k):
-            options = {"precision": precision, "preferred_element_type": preferred_element_type}
-            return apply(block, k, local_spec, **options)
-
-        return halo.apply(x, spec, kernel.shape[:ndim], local, kernel, axes=sharded)
-    batch = x.shape[: x.ndim - ndim - 1]
-    out = spec.output_spatial(x.shape[-ndim - 1 : -1], kernel.shape[:ndim])
-    if math.prod(batch) == 0 or x.shape[-1] == 0 or kernel.shape[-1] == 0:
-        dtype = x.dtype if preferred_element_type is None else preferred_element_type
-        return jnp.zeros((*batch, *out, kernel.shape[-1]), dtype)
-    flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
-    y = spec.backend(
-        flat, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
-    )
-    return y.reshape(*batch, *y.shape[1:])
+from convjax._src.formulations import Backend, Impl, gather
+from convjax._src.ops.apply import apply
+from convjax._src.ops.layout import accepts_data_format, kernel_ndim
+from convjax._src.spec import ConvSpec, Padding, PaddingMode
+from convjax._src.spec import make_spec as geometry
 
 
 @accepts_data_format(kernel_ndim("kernel"))
@@ -112,7 +79,7 @@ def conv(
     >>> convjax.conv(jnp.ones((5, 5, 1)), jnp.ones((3, 3, 1, 1)), strides=2).shape
     (2, 2, 1)
     """
-    spec = _checked_spec(
+    spec, backend = checked(
         op_name("conv"),
         x,
         kernel,
@@ -125,9 +92,8 @@ def conv(
         padding_mode=padding_mode,
         impl=impl,
     )
-    return apply(
-        x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
-    )
+    options = {"precision": precision, "preferred_element_type": preferred_element_type}
+    return apply(x, kernel, spec, backend, **options)
 
 
 @accepts_data_format(kernel_ndim("kernel"))
@@ -153,7 +119,7 @@ def dilated_conv(
     >>> convjax.dilated_conv(jnp.ones((7, 7, 1)), jnp.ones((3, 3, 1, 1)), rate=2).shape
     (3, 3, 1)
     """
-    spec = _checked_spec(
+    spec, backend = checked(
         op_name("dilated_conv"),
         x,
         kernel,
@@ -167,9 +133,8 @@ def dilated_conv(
         impl=impl,
         dilation_name="rate",
     )
-    return apply(
-        x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
-    )
+    options = {"precision": precision, "preferred_element_type": preferred_element_type}
+    return apply(x, kernel, spec, backend, **options)
 
 
 @accepts_data_format(kernel_ndim("kernel"))
@@ -201,7 +166,7 @@ def depthwise_conv(
     op = op_name("depthwise_conv")
     check_arrays(op, x=x, kernel=kernel)
     kernel = depthwise_check(op, x.shape, kernel)
-    spec = _checked_spec(
+    spec, backend = checked(
         op,
         x,
         kernel,
@@ -214,9 +179,8 @@ def depthwise_conv(
         padding_mode=padding_mode,
         impl=impl,
     )
-    return apply(
-        x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
-    )
+    options = {"precision": precision, "preferred_element_type": preferred_element_type}
+    return apply(x, kernel, spec, backend, **options)
 
 
 def depthwise_check(op: str, x_shape: Sequence[int], kernel):
@@ -252,7 +216,7 @@ def output_shape(
     """
     input_shape = check_shape("output_shape", "input_shape", input_shape)
     kernel_shape = check_shape("output_shape", "kernel_shape", kernel_shape)
-    spec = make_spec(
+    spec = geometry(
         "output_shape",
         input_shape,
         kernel_shape,
@@ -286,7 +250,7 @@ def index_map(
     """
     input_shape = check_shape("index_map", "input_shape", input_shape)
     kernel_shape = check_shape("index_map", "kernel_shape", kernel_shape)
-    spec = make_spec(
+    spec = geometry(
         "index_map",
         input_shape,
         kernel_shape,
@@ -300,11 +264,55 @@ def index_map(
     return gather.build_index_map(spec, input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
 
 
-def _checked_spec(op: str, x, kernel, *, precision, preferred_element_type, **options) -> ConvSpec:
-    """The spec of ``conv(x, kernel, **options)`` after every check, operands included."""
+def make_spec(
+    op: str,
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: PaddingMode = "zeros",
+    impl: Impl = "auto",
+    dilation_name: str = "dilation",
+) -> ConvSpec:
+    """Validate a convolution of ``x_shape`` by ``kernel_shape`` and normalise its options; errors
+    name ``op``.  With ``impl``, also that the formulation accepts it.
+
+    ``x_shape`` is ``[*batch, *spatial, C_in]`` and ``kernel_shape`` ``[*window, C_in //
+    groups, C_out]``; the number of spatial dims is ``len(kernel_shape) - 2``.
+
+    >>> import convjax
+    >>> convjax.make_spec("conv", (8, 5, 5, 3), (3, 3, 3, 4), strides=2, padding="SAME").padding
+    ((1, 1), (1, 1))
+    """
+    backend = formulations.resolve(op, impl)
+    spec = geometry(
+        op,
+        x_shape,
+        kernel_shape,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        dilation_name=dilation_name,
+    )
+    formulations.check_accepts(op, backend, spec, x_shape, kernel_shape)
+    return spec
+
+
+def checked(
+    op: str, x, kernel, *, precision, preferred_element_type, impl, **options
+) -> tuple[ConvSpec, Backend]:
+    """The spec and formulation of ``conv(x, kernel, impl=impl, **options)`` after every check,
+    operands included."""
     check_arrays(op, x=x, kernel=kernel)
-    spec = make_spec(op, x.shape, kernel.shape, **options)
+    backend = formulations.resolve(op, impl)
+    spec = geometry(op, x.shape, kernel.shape, **options)
     check_dtypes(op, x.dtype, kernel.dtype)
     check_precision(op, precision)
     check_preferred_element_type(op, preferred_element_type, x.dtype)
-    return spec
+    formulations.check_accepts(op, backend, spec, x.shape, kernel.shape)
+    return spec, backend

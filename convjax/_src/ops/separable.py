@@ -22,14 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src.conv import _checked_spec, apply, conv, depthwise_check
-from convjax._src.layout import accepts_data_format, kernel_ndim
-from convjax._src.spec import (
-    ConvSpec,
+from convjax._src import formulations
+from convjax._src.checks import (
     DTypeLike,
-    Impl,
-    Padding,
-    PaddingMode,
     PrecisionLike,
     check_arrays,
     check_dtypes,
@@ -37,10 +32,14 @@ from convjax._src.spec import (
     check_precision,
     check_preferred_element_type,
     check_real,
-    make_spec,
     op_name,
     reported_as,
 )
+from convjax._src.formulations import Backend, Impl
+from convjax._src.ops.apply import apply
+from convjax._src.ops.conv import checked, conv, depthwise_check
+from convjax._src.ops.layout import accepts_data_format, kernel_ndim
+from convjax._src.spec import ConvSpec, Padding, PaddingMode, make_spec
 
 
 def chain_channels(
@@ -163,7 +162,7 @@ def spatial_separable_conv(
     True
     """
     op = op_name("spatial_separable_conv")
-    spec = _separable_spec(
+    spec, backend = _separable_spec(
         op,
         x,
         kernels,
@@ -183,6 +182,7 @@ def spatial_separable_conv(
             y,
             on_axis(kernel, axis, spec.ndim),
             axis_spec(spec, axis),
+            backend,
             precision=precision,
             preferred_element_type=preferred_element_type,
         )
@@ -190,10 +190,12 @@ def spatial_separable_conv(
 
 
 def _separable_spec(
-    op: str, x, kernels, *, precision, preferred_element_type, **options
-) -> ConvSpec:
-    """The full-window spec of a spatially separable conv, after every check."""
+    op: str, x, kernels, *, precision, preferred_element_type, impl, **options
+) -> tuple[ConvSpec, Backend]:
+    """The full-window spec of a spatially separable conv and its formulation, after every
+    check."""
     check_arrays(op, x=x)
+    backend = formulations.resolve(op, impl)
     if not isinstance(kernels, list | tuple):
         raise TypeError(
             f"{op}: kernels must be a list or tuple of 1-D kernels, one per spatial dim, got "
@@ -215,7 +217,10 @@ def _separable_spec(
     check_precision(op, precision)
     check_preferred_element_type(op, preferred_element_type, x.dtype)
     window = tuple(shape[0] for shape in shapes)
-    return make_spec(op, x.shape, (*window, x.shape[-1] // groups, c_out), **options)
+    kernel_shape = (*window, x.shape[-1] // groups, c_out)
+    spec = make_spec(op, x.shape, kernel_shape, **options)
+    formulations.check_accepts(op, backend, spec, x.shape, kernel_shape)
+    return spec, backend
 
 
 @accepts_data_format(kernel_ndim("depthwise_kernel"))
@@ -268,7 +273,7 @@ def depthwise_separable_conv(
     op = op_name("depthwise_separable_conv")
     check_arrays(op, x=x, depthwise_kernel=depthwise_kernel, pointwise_kernel=pointwise_kernel)
     grouped = depthwise_check(op, x.shape, depthwise_kernel)
-    spec = _checked_spec(
+    spec, backend = checked(
         op,
         x,
         grouped,
@@ -296,13 +301,14 @@ def depthwise_separable_conv(
             f"{tuple(pointwise_kernel.shape)})."
         )
     check_dtypes(op, x.dtype, pointwise_kernel.dtype, kernel_name="pointwise_kernel")
-    y = apply(x, grouped, spec, precision=precision, preferred_element_type=preferred_element_type)
+    options = {"precision": precision, "preferred_element_type": preferred_element_type}
+    y = apply(x, grouped, spec, backend, **options)
     pointwise = pointwise_kernel.reshape(*(1,) * spec.ndim, *pointwise_kernel.shape)
     with reported_as(op):
         return conv(
             y,
             pointwise if pointwise.dtype == y.dtype else pointwise.astype(y.dtype),
-            impl=spec.backend,
+            impl=backend,
             precision=precision,
             preferred_element_type=preferred_element_type,
         )

@@ -16,8 +16,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import convjax
+from convjax import viz
 
 SECTIONS: list[tuple[str, Callable[[], None], tuple[tuple[str, dict[str, Any]], ...]]] = []
 
@@ -243,8 +245,6 @@ def _separable():
 
 @section("Flax modules on either backend")
 def _modules():
-    from flax import nnx
-
     layer = convjax.nnx.Conv(16, 32, (3, 3), strides=2, padding="SAME", rngs=nnx.Rngs(0))
     params = sum(p.size for p in jax.tree.leaves(nnx.state(layer, nnx.Param)))
     counted = convjax.param_count(convjax.Layer((3, 3, 16, 32), strides=2, bias=True))
@@ -278,8 +278,6 @@ def write_page(out: pathlib.Path) -> pathlib.Path:
     players) and channel pictures, self-contained."""
     import base64
     import io
-
-    from convjax import viz
 
     parts = [
         "<!doctype html><meta charset='utf-8'><title>convjax tour</title>",

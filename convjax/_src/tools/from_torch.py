@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convjax._src.spec import check_int, check_padding_mode
+from convjax._src.checks import check_int
+from convjax._src.modules import nnx as nnx_modules
+from convjax._src.spec import check_padding_mode
 
 
 def _numpy(op: str, name: str, value: Any) -> np.ndarray:
@@ -220,8 +222,6 @@ def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.M
             f"{op}: converts Conv1d/2d/3d and ConvTranspose1d/2d/3d, got {kind}; "
             f"from_torch.modules(model) converts every conv layer inside a model."
         )
-    from convjax._src import nnx_modules
-
     m = torch_module
     weight = _numpy(op, f"{kind}.weight", m.weight)
     options = dict(

@@ -32,10 +32,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from convjax._src import gather
-from convjax._src.conv import index_map
-from convjax._src.spec import Padding, PaddingMode, check_shape, make_spec
-from convjax._src.transpose import transpose_operator
+from convjax._src.checks import check_shape
+from convjax._src.formulations import gather
+from convjax._src.ops.conv import index_map
+from convjax._src.ops.transpose import transpose_operator
+from convjax._src.spec import Padding, PaddingMode, make_spec
 
 View = Literal["forward", "scatter", "conv"]
 Cell = tuple[int, ...]

@@ -24,15 +24,9 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 from convjax._src import shapes
-from convjax._src.separable import chain_channels, check_one_d_kernels
-from convjax._src.spec import (
-    Padding,
-    check_int,
-    check_shape,
-    make_spec,
-    normalize_padding,
-    per_dim,
-)
+from convjax._src.checks import check_int, check_shape, per_dim
+from convjax._src.ops.separable import chain_channels, check_one_d_kernels
+from convjax._src.spec import Padding, make_spec, normalize_padding
 
 UNITS = ("macs", "flops")
 

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from convjax._src import shapes
-from convjax._src.spec import per_dim
+from convjax._src.checks import per_dim
 
 Pads = tuple[tuple[int, int], ...]
 

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from convjax._src import nnx_modules as layers
+from convjax._src.modules import nnx as layers
 
 
 def make_batch(

@@ -18,12 +18,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, AcceptsAll
 from convjax._src.spec import ConvSpec
 
 
@@ -225,3 +227,45 @@ def gather_conv(
     y = y.transpose(*order, 2 * ndim + 2)
     y = y.reshape(*(n * b for n, b in zip(counts, block, strict=True)), y.shape[-1])
     return y[(slice(0, batch), *(slice(0, o) for o in out))]
+
+
+@dataclasses.dataclass(frozen=True)
+class GatherBackend(AcceptsAll):
+    """Explicit index arithmetic: gather every (output position, tap) pair, then contract.
+
+    Never calls a lax convolution.  The output is computed in blocks over the batch and the
+    output axes so that one block's gathered patches, with their cotangent and a relayout under
+    differentiation, take at most ``memory_budget`` bytes (one output position's patch at
+    least); blocks are rematerialised under differentiation so the backward pass stays within
+    the same bound.  Beyond it the scratch holds a few input- and output-sized buffers (the
+    zero-padded input, the output in blocks, their cotangents): at most ``memory_budget + 2 ·
+    (input bytes + output bytes)`` in all, as XLA's ``memory_analysis`` measures it.
+
+    Attributes:
+      memory_budget: bytes one block's patches (and their cotangent) may take (default 512 MiB).
+    """
+
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    name: str = dataclasses.field(default="gather", init=False)
+    accepts: ClassVar[str] = "every convolution"
+    description: ClassVar[str] = "explicit index maps, one gather and one contraction; no lax conv"
+
+    def __post_init__(self):
+        budget = self.memory_budget
+        if isinstance(budget, bool | np.bool_) or not isinstance(budget, int | np.integer):
+            raise TypeError(
+                f"GatherBackend: memory_budget must be an int number of bytes, got {budget!r}."
+            )
+        if budget < 1:
+            raise ValueError(f"GatherBackend: memory_budget must be >= 1 byte, got {budget}.")
+        object.__setattr__(self, "memory_budget", int(budget))  # NumPy ints hash as Python's
+
+    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
+        return gather_conv(
+            x,
+            kernel,
+            spec,
+            memory_budget=self.memory_budget,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )

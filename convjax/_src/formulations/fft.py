@@ -19,11 +19,14 @@ output), unlike the direct formulations.  Rounding errors are spread the same wa
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import jax.numpy as jnp
 from jax import lax
 
+from convjax._src.formulations.base import accumulation_dtype, pad
 from convjax._src.spec import ConvSpec
-from convjax._src.taps import accumulation_dtype, pad
 
 
 def fast_size(n: int) -> int:
@@ -72,3 +75,25 @@ def fft_conv(x, kernel, spec: ConvSpec, *, precision=None, preferred_element_typ
     y = jnp.fft.irfftn(product, s=grid, axes=axes)
     y = y[(slice(None), *(slice(0, o) for o in out), slice(None))]
     return y.astype(x.dtype if preferred_element_type is None else preferred_element_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class FFTBackend:
+    """Convolution by FFT (see the module docstring): stride 1, any window, dilation, groups
+    and padding mode; cost independent of the window.  One NaN or inf reaches every output of
+    its batch element, and rounding errors scale with the largest terms rather than each
+    output."""
+
+    name: str = dataclasses.field(default="fft", init=False)
+    accepts: ClassVar[str] = "strides 1"
+    description: ClassVar[str] = "FFT of the padded input; cost independent of the window"
+
+    def refuses(self, spec, x_shape, kernel_shape) -> str | None:
+        if any(s != 1 for s in spec.strides):
+            return f"it needs strides 1, got {spec.strides}"
+        return None
+
+    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
+        return fft_conv(
+            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+        )

@@ -12,12 +12,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 
+from convjax._src.formulations.base import AcceptsAll, Backend
+from convjax._src.formulations.fft import FFTBackend
+from convjax._src.formulations.gather import GatherBackend
+from convjax._src.formulations.lax import LaxBackend
+from convjax._src.formulations.taps import NARROW_GROUP, TapsBackend
 from convjax._src.spec import ConvSpec
-from convjax._src.taps import NARROW_GROUP
 
 
 class Features(NamedTuple):
@@ -168,29 +172,35 @@ def choose(spec: ConvSpec, x_shape, kernel_shape, *, transposed: bool = False) -
     return rule_for(features(spec, x_shape, kernel_shape, transposed=transposed)).formulation
 
 
-def auto_choice(
-    input_shape: Sequence[int], kernel_shape: Sequence[int], *, transpose: bool = False, **options
-) -> Rule:
-    """The row of the table ``impl="auto"`` follows for a convolution of these shapes on the
-    default platform: its formulation and the measurement behind it.
+# The formulations the table chooses among, by the names its rows use.
+CHOICES: dict[str, Backend] = {
+    "lax": LaxBackend(),
+    "gather": GatherBackend(),
+    "taps": TapsBackend(),
+    "fft": FFTBackend(),
+}
 
-    ``options`` are :func:`~convjax.conv`'s (or, with ``transpose=True``,
-    :func:`~convjax.conv_transpose`'s), and ``kernel_shape`` is the kernel that function takes.
 
-    >>> import convjax
-    >>> convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation
-    'taps'
+@dataclasses.dataclass(frozen=True)
+class AutoBackend(AcceptsAll):
+    """The fastest formulation for each convolution: :func:`choose` reads the platform (the
+    default backend) and the spec's features from one table, at trace time.
+
+    Attributes:
+      transposed: choose for a transposed convolution (the adjoint of this forward conv).
     """
-    from convjax._src.spec import make_spec
-    from convjax._src.transpose import transpose_operator
 
-    op = "auto_choice"
-    if transpose:
-        operator = transpose_operator(op, input_shape, kernel_shape, impl="auto", **options)
-        spec, x_shape = operator.spec, operator.input_shape
-    else:
-        spec, x_shape = (
-            make_spec(op, input_shape, kernel_shape, impl="auto", **options),
-            input_shape,
+    transposed: bool = False
+    name: str = dataclasses.field(default="auto", init=False)
+    accepts: ClassVar[str] = "every convolution"
+    description: ClassVar[str] = "the fastest of the others for the platform and spec (one table)"
+
+    def choose(self, spec, x_shape, kernel_shape) -> Backend:
+        """The formulation this convolution runs on."""
+        return CHOICES[choose(spec, x_shape, kernel_shape, transposed=self.transposed)]
+
+    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
+        backend = self.choose(spec, x.shape, kernel.shape)
+        return backend(
+            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
         )
-    return rule_for(features(spec, x_shape, kernel_shape, transposed=transpose))

@@ -27,8 +27,10 @@ from typing import Any, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import convjax
+from convjax.apps.train import Denoiser, denoise, make_batch
 
 SETTLE_SECONDS = 0.015
 DEVICE_REPEATS = 20
@@ -195,8 +197,6 @@ def _repeat(run: Callable, on_device: bool):
 
 def _flax_contender(case: Case, dtype, on_device: bool):
     """Flax's own ``nnx.Conv`` / ``nnx.ConvTranspose`` for the case (no bias), or None."""
-    from flax import nnx
-
     o = case.options
     window = case.kernel_shape[:-2]
     if case.transposed:
@@ -540,10 +540,6 @@ def _adam_step_jax(model_fn, params, noisy, clean, on_device):
 
 def _flax_denoiser(width: int, rngs):
     """The ``convjax train`` model written with Flax's own layers (same shapes and FLOPs)."""
-    from flax import nnx
-
-    from convjax._src.train import denoise
-
     w = width
     same = dict(padding="SAME", rngs=rngs)
 
@@ -575,8 +571,6 @@ def _flax_denoiser(width: int, rngs):
 
 
 def _torch_denoiser(torch, width: int):
-    from convjax._src.train import denoise
-
     nn = torch.nn
     w = width
 
@@ -611,10 +605,6 @@ def train_contenders(
 ):
     """``{name: (run, sync)}``: one adam step of the denoiser in convjax (per formulation),
     Flax and PyTorch, on one fixed batch of 16 images."""
-    from flax import nnx
-
-    from convjax._src.train import Denoiser, make_batch
-
     noisy, clean = make_batch(jax.random.key(0), 16, size)
     contenders = {}
     for impl in formulations:

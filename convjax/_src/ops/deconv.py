@@ -29,11 +29,7 @@ import numpy as np
 from jax import lax
 
 from convjax._src import halo, shapes
-from convjax._src.layout import accepts_data_format, kernel_ndim
-from convjax._src.spec import (
-    Impl,
-    Padding,
-    PaddingMode,
+from convjax._src.checks import (
     PrecisionLike,
     check_arrays,
     check_dtypes,
@@ -42,7 +38,10 @@ from convjax._src.spec import (
     check_real,
     op_name,
 )
-from convjax._src.transpose import ConvOperator, transpose_operator
+from convjax._src.formulations import Impl
+from convjax._src.ops.layout import accepts_data_format, kernel_ndim
+from convjax._src.ops.transpose import ConvOperator, transpose_operator
+from convjax._src.spec import Padding, PaddingMode
 
 METHODS = ("wiener", "lsq")
 FORWARD_KERNEL = "[*window, C_in // groups, C_out]"

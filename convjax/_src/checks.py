@@ -1,0 +1,190 @@
+"""Validators shared by every public function and module: each checks one value and, on failure,
+raises at trace time a ``TypeError`` or ``ValueError`` naming the operation, the argument, the
+rule and the value received.
+
+``reported_as`` lets a module or a composite function have the errors of the functions it calls
+name it instead (``"Conv: …"``); ``op_name`` reads that name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+import operator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+PrecisionLike = lax.PrecisionLike
+DTypeLike = jax.typing.DTypeLike
+
+FLOAT_DTYPES = "float16, bfloat16, float32, float64"
+
+_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("convjax_caller", default=None)
+
+
+@contextlib.contextmanager
+def reported_as(name: str) -> Iterator[None]:
+    """Errors raised by convjax functions called inside this block name ``name`` as the
+    operation: a module (``"Conv"``) or a composite function calling the pure functions."""
+    token = _CALLER.set(name)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def op_name(default: str) -> str:
+    """The operation errors should name: the innermost :func:`reported_as` name, else
+    ``default`` (the function's own name)."""
+    caller = _CALLER.get()
+    return default if caller is None else caller
+
+
+def check_int(op: str, name: str, value: Any, *, minimum: int | None = None) -> int:
+    """``value`` as an int (Python or NumPy integer); bools, floats and other types are a
+    TypeError, and a value below ``minimum`` a ValueError."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(
+            f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
+        )
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}.")
+    return value
+
+
+def check_real(op: str, name: str, value: Any, *, minimum: float = 0.0) -> float:
+    """``value`` as a finite float ``>= minimum``: a Python or NumPy int or float, or a concrete
+    0-d real array; anything else is a TypeError."""
+    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+    if not real and getattr(value, "shape", None) == () and hasattr(value, "dtype"):
+        kind = np.dtype(value.dtype)
+        real = np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)
+    if not real:
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}.")
+    number = float(value)
+    if not math.isfinite(number) or number < minimum:
+        raise ValueError(f"{op}: {name} must be finite and >= {minimum:g}, got {value!r}.")
+    return number
+
+
+def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
+    """A shape: a sequence of non-negative ints (NumPy ints too)."""
+    if isinstance(shape, str) or not isinstance(shape, Sequence | np.ndarray):
+        raise TypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}.")
+    return tuple(check_int(op, name, n, minimum=0) for n in shape)
+
+
+def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple[int, ...]:
+    """An int or a sequence of ``ndim`` ints, each at least ``minimum``, as a tuple."""
+    if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
+        if len(value) != ndim:
+            raise ValueError(
+                f"{op}: {name} needs one entry per spatial dim ({ndim}), got {len(value)}: "
+                f"{tuple(value)!r}."
+            )
+        values = tuple(check_int(op, name, v) for v in value)
+    else:
+        values = (check_int(op, name, value),) * ndim
+    if any(v < minimum for v in values):
+        raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {values!r}.")
+    return values
+
+
+@functools.lru_cache(maxsize=64)
+def _lax_accepts_precision(precision: Any) -> bool:
+    try:
+        jax.eval_shape(
+            functools.partial(lax.dot, precision=precision),
+            *[jax.ShapeDtypeStruct((1, 1), jnp.float32)] * 2,
+        )
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def check_precision(op: str, precision: Any) -> Any:
+    """``precision`` as lax takes it: ``None``, a ``jax.lax.Precision`` or its lower-case name
+    (``"highest"``), a pair of those, or a ``jax.lax.DotAlgorithmPreset``."""
+    try:
+        accepted = precision is None or _lax_accepts_precision(precision)
+    except TypeError:  # unhashable: not a precision
+        accepted = False
+    if not accepted:
+        raise ValueError(
+            f"{op}: precision must be None, a jax.lax.Precision or its lower-case name "
+            f"('default', 'high', 'highest'), a pair of those, or a jax.lax.DotAlgorithmPreset, "
+            f"got {precision!r}."
+        )
+    return precision
+
+
+def check_float_dtype(op: str, name: str, dtype: Any, *, optional: bool = True) -> Any:
+    """``dtype`` as a floating NumPy dtype (``None`` kept where ``optional``)."""
+    if dtype is None and optional:
+        return None
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind is None or not jnp.issubdtype(kind, jnp.floating):
+        got = dtype if kind is None else kind.name
+        raise TypeError(
+            f"{op}: {name} must be a floating dtype ({FLOAT_DTYPES})"
+            + (" or None" if optional else "")
+            + f", got {got!r}."
+        )
+    return kind
+
+
+def check_preferred_element_type(op: str, preferred_element_type: Any, x_dtype: Any = None):
+    """A floating dtype at least as wide as the operands' (lax's rule), or ``None``."""
+    kind = check_float_dtype(op, "preferred_element_type", preferred_element_type)
+    if kind is not None and x_dtype is not None and kind.itemsize < np.dtype(x_dtype).itemsize:
+        raise TypeError(
+            f"{op}: preferred_element_type must not be narrower than the operands' dtype "
+            f"{np.dtype(x_dtype).name}, got {kind.name}."
+        )
+    return kind
+
+
+def check_arrays(op: str, **arrays: Any) -> None:
+    """Each named value must be an array (have a ``shape`` and a ``dtype``)."""
+    for name, value in arrays.items():
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
+
+
+def check_dtypes(
+    op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "kernel", x_name: str = "x"
+) -> None:
+    """Both operands floating and of one dtype; the error says which cast to make."""
+    for name, dtype in ((x_name, x_dtype), (kernel_name, kernel_dtype)):
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{op}: {name} must have a floating dtype ({FLOAT_DTYPES}), got "
+                f"{np.dtype(dtype).name}."
+            )
+    if np.dtype(x_dtype) != np.dtype(kernel_dtype):
+        raise TypeError(
+            f"{op}: {x_name} and {kernel_name} must share a dtype, got {x_name} "
+            f"{np.dtype(x_dtype).name} and {kernel_name} {np.dtype(kernel_dtype).name}; cast "
+            f"one, e.g. {kernel_name}.astype({x_name}.dtype)."
+        )
+
+
+def spatial_axes(x_shape: Sequence[int], ndim: int) -> str:
+    """Which axes of ``x`` are read as spatial, for error messages: ``"axes 1, 2 of x shape
+    (8, 5, 5, 3)"``."""
+    rank = len(x_shape)
+    axes = ", ".join(str(a) for a in range(rank - ndim - 1, rank - 1))
+    return f"ax{'es' if ndim > 1 else 'is'} {axes} of shape {tuple(x_shape)}"

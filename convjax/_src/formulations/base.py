@@ -1,0 +1,85 @@
+"""What every formulation shares: the ``Backend`` protocol and the padding helpers.
+
+A formulation (a *backend*) is a hashable callable ``backend(x, kernel, spec, *, precision,
+preferred_element_type)`` taking ``x: [B, *spatial, C_in]`` and ``kernel: [*window, C_in //
+groups, C_out]`` and returning ``[B, *out_spatial, C_out]``.  All compute
+
+    y[b, o, g·J + j] = Σ_t Σ_c  pad(x)[b, o·s − lo + t·d, g·C + c] · kernel[t, c, g·J + j]
+
+where ``pad`` is the spec's padding mode, ``C = C_in / groups`` and ``J = C_out / groups``.
+``refuses(spec, x_shape, kernel_shape)`` says why a backend cannot run a convolution (``None``
+when it can); it is asked before any array work.
+
+A backend may also give the two transposes of its convolution, ``input_gradient`` (``Aᵀ g``)
+and ``kernel_gradient`` (``Σ_o x[o·s + t·d] ⊗ g[o]``), returning ``None`` where it has no rule of
+its own; the primitive transposes ``__call__`` otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convjax._src.checks import DTypeLike, PrecisionLike
+from convjax._src.spec import ConvSpec
+
+# jnp.pad's name for each padding mode.
+PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A formulation of the convolution: see the module docstring."""
+
+    name: str
+    accepts: ClassVar[str]
+    description: ClassVar[str]
+
+    def __call__(
+        self,
+        x: jax.Array,
+        kernel: jax.Array,
+        spec: ConvSpec,
+        *,
+        precision: PrecisionLike = None,
+        preferred_element_type: DTypeLike | None = None,
+    ) -> jax.Array: ...
+
+    def refuses(self, spec: ConvSpec, x_shape: Any, kernel_shape: Any) -> str | None: ...
+
+
+class AcceptsAll:
+    """Mixin for backends that run every convolution."""
+
+    def refuses(self, spec, x_shape, kernel_shape) -> str | None:
+        return None
+
+
+def pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``x: [B, *spatial, C]`` padded on its spatial axes as ``spec`` says."""
+    if not any(lo or hi for lo, hi in spec.padding):
+        return x
+    widths = ((0, 0), *spec.padding, (0, 0))
+    return jnp.pad(x, widths, mode=PAD_MODES[spec.padding_mode])
+
+
+def unpadded(spec: ConvSpec) -> ConvSpec:
+    """``spec`` with no padding: for an input already padded by :func:`pad`."""
+    return ConvSpec(spec.strides, ((0, 0),) * spec.ndim, spec.dilation, spec.groups, "zeros")
+
+
+def accumulation_dtype(dtype: Any, preferred_element_type: Any = None) -> np.dtype:
+    """Half precision sums in float32, as XLA's convolutions do; otherwise the dtype given."""
+    if preferred_element_type is not None:
+        return np.dtype(preferred_element_type)
+    return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else np.dtype(dtype)
+
+
+def spatial_letters(ndim: int) -> str:
+    """Dimension letters for ``lax.conv_general_dilated``'s dimension numbers."""
+    return "DHW"[-ndim:] if ndim <= 3 else "".join(chr(ord("a") + i) for i in range(ndim))

@@ -1,0 +1,244 @@
+"""The tap-sum convolution: one strided slice of the padded input per kernel tap.
+
+    y[o] = Σ_t  pad(x)[o·s + t·d]  ⊗  kernel[t]
+
+Each tap's slice is contracted with that tap's weights according to the groups:
+
+- dense (one group) or wide groups: a matrix product per tap (``[…, C_in] @ [C_in, C_out]``,
+  batched over groups), so a 1×1 kernel is a single matmul;
+- depthwise (one input channel per group) and narrow groups (at most ``NARROW_GROUP`` input
+  channels each): broadcast multiply-adds, which XLA fuses into one loop over the output.
+
+The padding is explicit (``jnp.pad`` in the spec's mode), so zero padding contributes exact zeros
+and every value reaches exactly the outputs whose windows cover it.  Half-precision operands are
+accumulated in float32.
+
+Transposes.  JAX transposes the matrix-product forms well (pads and products).  For the
+multiply-add forms this backend gives the primitive its own two transposes, because JAX's are one
+reduction per tap:
+
+- ``input_gradient``, the transposed tap sum ``Tᵀ(g, w)``: a stride-1 tap sum of the
+  zero-upsampled ``g`` with the flipped kernel (input and output channels exchanged), then the
+  transpose of the padding;
+- ``kernel_gradient``, the tap correlation ``R(x, g)[t] = Σ_o pad(x)[o·s + t·d] ⊗ g[o]``: fused
+  reductions over the batch for a row of taps at a time, in a loop over the rows.  The loop
+  reads ``g`` from memory, so XLA cannot fuse the forward tap sum that produced ``g`` (from a
+  loss of the output) into every reduction and recompute it there.
+
+The primitive makes these, and the forward, each other's transposes (``convjax._src.primitive``),
+so every order of forward and reverse differentiation stays on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convjax._src import shapes
+from convjax._src.formulations.base import AcceptsAll, accumulation_dtype, pad
+from convjax._src.spec import ConvSpec
+
+# Up to this many input channels per group, a grouped tap is a sum of broadcast multiply-adds
+# (one fused loop); wider groups use a batched matrix product.
+NARROW_GROUP = 8
+
+
+class Geometry(NamedTuple):
+    """The static shape of a tap sum over an already padded input (hashable)."""
+
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    window: tuple[int, ...]
+    out: tuple[int, ...]
+
+
+def geometry_of(spec: ConvSpec, input_spatial: Sequence[int], window: Sequence[int]) -> Geometry:
+    """The tap sum of ``spec`` on an input of ``input_spatial`` (before padding)."""
+    window = tuple(window)
+    out = spec.output_spatial(input_spatial, window)
+    return Geometry(spec.strides, spec.dilation, spec.groups, window, out)
+
+
+def is_elementwise(c_per_group: int, groups: int) -> bool:
+    """Whether a tap is a sum of broadcast multiply-adds (depthwise or narrow groups)."""
+    return groups > 1 and c_per_group <= NARROW_GROUP
+
+
+def window_slice(padded, tap: Sequence[int], geometry: Geometry):
+    """The strided slice of ``padded`` that kernel tap ``tap`` reads for every output."""
+    start = [t * d for t, d in zip(tap, geometry.dilation, strict=True)]
+    stop = [
+        b + (o - 1) * s + 1 for b, o, s in zip(start, geometry.out, geometry.strides, strict=True)
+    ]
+    return lax.slice(
+        padded,
+        (0, *start, 0),
+        (padded.shape[0], *stop, padded.shape[-1]),
+        (1, *geometry.strides, 1),
+    )
+
+
+def _lead(a, ndim: int):
+    """``a`` with leading unit axes up to ``ndim`` (explicit broadcasting, so that this also
+    runs with ``jax_numpy_rank_promotion="raise"``)."""
+    return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+
+
+def contract_tap(window, weights, groups, precision):
+    """One tap: ``window: [..., C_in]`` by ``weights: [C_in // groups, C_out]``."""
+    c, c_out = weights.shape
+    if groups == 1:
+        return jnp.einsum("...c,cj->...j", window, weights, precision=precision)
+    j = c_out // groups
+    if c == 1:  # depthwise: each input channel times its own j filters
+        if j == 1:
+            return window * _lead(weights[0], window.ndim)
+        product = window[..., None] * _lead(weights.reshape(groups, j), window.ndim + 1)
+        return product.reshape(*window.shape[:-1], c_out)
+    window = window.reshape(*window.shape[:-1], groups, c)
+    weights = weights.reshape(c, groups, j)
+    if c <= NARROW_GROUP:
+        total = sum(window[..., i, None] * _lead(weights[i], window.ndim) for i in range(c))
+    else:
+        total = jnp.einsum("...gc,cgj->...gj", window, weights, precision=precision)
+    return total.reshape(*total.shape[:-2], c_out)
+
+
+def tap_sum(padded, kernel, geometry: Geometry, precision=None):
+    """``T(padded, kernel)``: the convolution of an already padded input (no more padding)."""
+    total = None
+    for tap in np.ndindex(*geometry.window):
+        term = contract_tap(
+            window_slice(padded, tap, geometry), kernel[tap], geometry.groups, precision
+        )
+        total = term if total is None else total + term
+    return total
+
+
+def _flipped_transposed_kernel(kernel, groups):
+    """``[*window, C // G, G·J]`` → ``[*window (flipped), J, G·(C // G)]``: the kernel of the
+    transposed tap sum, from ``C_out`` channels back to ``C_in``."""
+    ndim = kernel.ndim - 2
+    c, c_out = kernel.shape[-2:]
+    k = kernel.reshape(*kernel.shape[:-1], groups, c_out // groups)
+    k = jnp.flip(k, axis=tuple(range(ndim)))
+    k = jnp.moveaxis(k, ndim, -1)  # [*window, G, J, C]
+    k = jnp.swapaxes(k, ndim, ndim + 1)  # [*window, J, G, C]
+    return k.reshape(*kernel.shape[:ndim], c_out // groups, groups * c)
+
+
+def transposed_tap_sum(g, kernel, geometry: Geometry, padded_spatial: Sequence[int]):
+    """``Tᵀ(g, kernel)``: the cotangent of the padded input of ``T`` for output cotangent
+    ``g``, as a stride-1 tap sum over ``g`` upsampled by the strides (zeros between) and padded
+    by the dilated window, with the flipped, channel-exchanged kernel."""
+    ndim = len(geometry.window)
+    spans = map(shapes.effective_window, geometry.window, geometry.dilation)
+    config = [(0, 0, 0)]
+    for span, o, s, n in zip(spans, geometry.out, geometry.strides, padded_spatial, strict=True):
+        unread = n - ((o - 1) * s + span)  # trailing inputs no window reaches
+        config.append((span - 1, span - 1 + unread, s - 1))
+    config.append((0, 0, 0))
+    upsampled = lax.pad(g, jnp.zeros((), g.dtype), config)
+    flipped = _flipped_transposed_kernel(kernel, geometry.groups)
+    stride_one = Geometry(
+        (1,) * ndim, geometry.dilation, geometry.groups, geometry.window, tuple(padded_spatial)
+    )
+    return tap_sum(upsampled, flipped, stride_one)
+
+
+def _row_products(rows, g, geometry: Geometry, c_per_group: int):
+    """For every tap of a one-row ``geometry`` and input channel of a group, the ``[B, *out,
+    C_out]`` product that sums to that kernel entry, in the kernel's order."""
+    groups = geometry.groups
+    grads = g.reshape(*g.shape[:-1], groups, g.shape[-1] // groups)
+    for tap in np.ndindex(*geometry.window):
+        window = window_slice(rows, tap, geometry)
+        window = window.reshape(*window.shape[:-1], groups, c_per_group)
+        for c in range(c_per_group):
+            yield (window[..., c, None] * grads).reshape(g.shape)
+
+
+def _sum_products(products, batch_first: bool):
+    """Each product summed over every axis but the last, the batch (and, for small batches, the
+    first spatial axis) first in one fused multi-output reduction (measured, XLA:CPU)."""
+    products = tuple(products)
+    ndim = products[0].ndim
+    axes = (0,) if batch_first else (0, 1)
+    zero = jnp.zeros((), products[0].dtype)
+    partials = lax.reduce(
+        products, (zero,) * len(products), lambda a, b: tuple(map(jnp.add, a, b)), axes
+    )
+    rest = tuple(range(ndim - 1 - len(axes)))
+    return jnp.stack([jnp.sum(p, axis=rest) for p in partials])
+
+
+def tap_correlation(padded, g, geometry: Geometry, kernel_shape: Sequence[int]):
+    """``R(padded, g)``: the kernel gradient ``Σ_o padded[o·s + t·d] ⊗ g[o]`` of the multiply-add
+    forms, ``[*window, C_in // groups, C_out]``.
+
+    The taps along the axis with the largest window are the iterations of a loop (``lax.map``);
+    each iteration takes that row of the padded input with a dynamic slice and reduces the row's
+    taps in one fused reduction.  With a single row (every window size 1) the reduction runs
+    once, outside a loop."""
+    kernel_shape = tuple(kernel_shape)
+    c_per_group = kernel_shape[-2]
+    batch_first = g.shape[0] >= 8
+    axis = int(np.argmax(geometry.window))
+    count = geometry.window[axis]
+    row_window = tuple(1 if a == axis else k for a, k in enumerate(geometry.window))
+    row = Geometry(geometry.strides, geometry.dilation, geometry.groups, row_window, geometry.out)
+    length = (geometry.out[axis] - 1) * geometry.strides[axis] + 1
+    row_shape = (*row_window, c_per_group, kernel_shape[-1])
+
+    def one_row(i):
+        rows = lax.dynamic_slice_in_dim(padded, i * geometry.dilation[axis], length, axis + 1)
+        sums = _sum_products(_row_products(rows, g, row, c_per_group), batch_first)
+        return sums.reshape(row_shape)
+
+    if count == 1:
+        return one_row(0)
+    rows = lax.map(one_row, jnp.arange(count))  # [count, *row_shape]
+    return jnp.moveaxis(rows, 0, axis).reshape(kernel_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class TapsBackend(AcceptsAll):
+    """The sum over kernel taps of strided slices of the padded input: one matrix product per
+    tap for dense kernels (a single matmul for 1×1), fused multiply-adds for depthwise and narrow
+    groups, whose two transposes (the input and kernel gradients) are rules of their own."""
+
+    name: str = dataclasses.field(default="taps", init=False)
+    accepts: ClassVar[str] = "every convolution"
+    description: ClassVar[str] = "a strided slice per kernel tap: matmuls, or fused multiply-adds"
+
+    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
+        geometry = geometry_of(spec, x.shape[1:-1], kernel.shape[: spec.ndim])
+        dtype = accumulation_dtype(x.dtype, preferred_element_type)
+        y = tap_sum(pad(x, spec).astype(dtype), kernel.astype(dtype), geometry, precision)
+        return y.astype(x.dtype if preferred_element_type is None else preferred_element_type)
+
+    def input_gradient(self, g, kernel, spec, x_shape, *, precision=None):
+        if not is_elementwise(kernel.shape[-2], spec.groups):
+            return None
+        ndim = spec.ndim
+        geometry = geometry_of(spec, x_shape[1:-1], kernel.shape[:ndim])
+        padded = [i + lo + hi for i, (lo, hi) in zip(x_shape[1:-1], spec.padding, strict=True)]
+        dtype = accumulation_dtype(g.dtype)
+        grad = transposed_tap_sum(g.astype(dtype), kernel.astype(dtype), geometry, padded)
+        x = jnp.zeros_like(grad, shape=tuple(x_shape))  # an example, varying like the cotangent
+        (unpadded,) = jax.linear_transpose(lambda x: pad(x, spec), x)(grad)
+        return unpadded
+
+    def kernel_gradient(self, x, g, spec, kernel_shape, *, precision=None):
+        if not is_elementwise(kernel_shape[-2], spec.groups):
+            return None
+        geometry = geometry_of(spec, x.shape[1:-1], kernel_shape[: spec.ndim])
+        dtype = accumulation_dtype(np.promote_types(x.dtype, g.dtype))
+        return tap_correlation(pad(x, spec).astype(dtype), g.astype(dtype), geometry, kernel_shape)

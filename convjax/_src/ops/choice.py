@@ -1,0 +1,31 @@
+"""``auto_choice``: which formulation ``impl="auto"`` runs for a convolution, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from convjax._src.formulations.auto import Rule, features, rule_for
+from convjax._src.ops.conv import make_spec
+from convjax._src.ops.transpose import transpose_operator
+
+
+def auto_choice(
+    input_shape: Sequence[int], kernel_shape: Sequence[int], *, transpose: bool = False, **options
+) -> Rule:
+    """The row of the table ``impl="auto"`` follows for a convolution of these shapes on the
+    default platform: its formulation and the measurement behind it.
+
+    ``options`` are :func:`~convjax.conv`'s (or, with ``transpose=True``,
+    :func:`~convjax.conv_transpose`'s), and ``kernel_shape`` is the kernel that function takes.
+
+    >>> import convjax
+    >>> convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation
+    'taps'
+    """
+    op = "auto_choice"
+    if transpose:
+        operator = transpose_operator(op, input_shape, kernel_shape, impl="auto", **options)
+        spec, x_shape = operator.spec, operator.input_shape
+    else:
+        spec, x_shape = make_spec(op, input_shape, kernel_shape, **options), input_shape
+    return rule_for(features(spec, x_shape, kernel_shape, transposed=transpose))
