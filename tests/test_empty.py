@@ -7,9 +7,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ops
 import pytest
-from flax import nnx
 from helpers import IMPLS
+from ops import OPS
 
 import convjax
 
@@ -48,17 +49,24 @@ def test_conv_of_empty_arrays(name, x_shape, kernels, options, result, impl, jit
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_every_variant_and_vmap_with_an_empty_batch(impl):
-    x = jnp.ones((0, 8, 8, 3))
-    dilated = convjax.dilated_conv(jnp.ones((0, 9, 9, 3)), jnp.ones((3, 3, 3, 2)), rate=2)
-    assert dilated.shape == (0, 5, 5, 2)
-    assert convjax.depthwise_conv(x, jnp.ones((3, 3, 1, 6)), impl=impl).shape == (0, 6, 6, 6)
-    separable = convjax.spatial_separable_conv(
-        x, [jnp.ones((3, 3, 4)), jnp.ones((3, 4, 5))], impl=impl
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_every_operation_with_an_empty_batch(op, impl):
+    """The shape one image gives, with a batch of none; zero gradients of the operands' shapes."""
+    operands = op.arrays(3)
+    f = functools.partial(op, impl=impl)
+    one = jax.eval_shape(f, jnp.ones((1, 8, 8, 3), jnp.float32), *operands).shape
+    y = f(jnp.ones((0, 8, 8, 3), jnp.float32), *operands)
+    assert y.shape == (0, *one[1:])
+    grads = jax.grad(lambda *a: jnp.sum(f(*a)), argnums=tuple(range(len(operands) + 1)))(
+        jnp.ones((0, 8, 8, 3), jnp.float32), *operands
     )
-    assert separable.shape == (0, 6, 6, 5)
-    both = convjax.depthwise_separable_conv(x, jnp.ones((3, 3, 1, 3)), jnp.ones((3, 5)), impl=impl)
-    assert both.shape == (0, 6, 6, 5)
+    assert [g.shape for g in grads[1:]] == [k.shape for k in operands]
+    for g in grads[1:]:
+        np.testing.assert_array_equal(g, 0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_vmap_over_an_empty_batch(impl):
     f = functools.partial(convjax.conv, kernel=jnp.ones((3, 3, 3, 4)), impl=impl)
     assert jax.vmap(f)(jnp.ones((5, 0, 8, 8, 3))).shape == (5, 0, 6, 6, 4)
     assert jax.vmap(f)(jnp.ones((0, 2, 8, 8, 3))).shape == (0, 2, 6, 6, 4)
@@ -88,35 +96,20 @@ def test_deconvolve_empty_batch_and_channels(method):
     assert x_hat.shape == (2, 8, 8, 0) and info.residual.shape == (2,)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_modules_with_an_empty_batch(impl):
+@pytest.mark.parametrize("framework", ["nnx", "linen"])
+@pytest.mark.parametrize("op", [op for op in OPS if op.layer], ids=str)
+def test_layers_with_an_empty_batch(op, framework):
     x = jnp.ones((0, 8, 8, 3))
-    rngs = nnx.Rngs(0)
-    layers = [
-        convjax.nnx.Conv(3, 4, (3, 3), impl=impl, rngs=rngs),
-        convjax.nnx.ConvTranspose(3, 4, (3, 3), strides=2, impl=impl, rngs=rngs),
-        convjax.nnx.DepthwiseConv(3, (3, 3), depth_multiplier=2, impl=impl, rngs=rngs),
-        convjax.nnx.DepthwiseSeparableConv(3, 5, (3, 3), impl=impl, rngs=rngs),
-        convjax.nnx.SpatialSeparableConv(3, 5, (3, 3), impl=impl, rngs=rngs),
-    ]
-    shapes = [(0, 6, 6, 4), (0, 17, 17, 4), (0, 6, 6, 6), (0, 6, 6, 5), (0, 6, 6, 5)]
-    for layer, shape in zip(layers, shapes, strict=True):
-        assert layer(x).shape == shape, type(layer).__name__
-    linen = convjax.linen.Conv(4, (3, 3), impl=impl)
-    assert linen.apply(linen.init(jax.random.key(0), x), x).shape == (0, 6, 6, 4)
+    layer = ops.layer(op, framework, 3)
+    if framework == "nnx":
+        y, one = layer(x), jax.eval_shape(layer, jnp.ones((1, 8, 8, 3)))
+    else:
+        variables = layer.init(jax.random.key(0), x)
+        y, one = layer.apply(variables, x), jax.eval_shape(layer.apply, variables, x[:1] + 0)
+    assert y.shape == (0, *one.shape[1:])
 
 
-@pytest.mark.parametrize(
-    "f",
-    [
-        lambda x: convjax.conv(x, jnp.ones((3, 3, 1, 1))),
-        lambda x: convjax.depthwise_conv(x, jnp.ones((3, 3, 1, 1))),
-        lambda x: convjax.conv_transpose(x, jnp.ones((3, 3, 1, 1))),
-        lambda x: convjax.depthwise_separable_conv(x, jnp.ones((3, 3, 1, 1)), jnp.ones((1, 1))),
-        lambda x: convjax.spatial_separable_conv(x, [jnp.ones((3, 1, 1))] * 2),
-        lambda x: convjax.deconvolve(x, jnp.ones((3, 3, 1, 1))),
-    ],
-)
-def test_a_0d_input_gets_the_rank_error(f):
-    with pytest.raises(ValueError, match=r"must have rank >= 3 .*got shape \(\)"):
-        f(jnp.ones(()))
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_a_0d_input_gets_the_rank_error(op):
+    with pytest.raises(ValueError, match=rf"^{op.name}: .*must have rank >= 3 .*got shape \(\)"):
+        op(jnp.ones((), jnp.float32), *op.arrays(1))

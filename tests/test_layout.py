@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from ops import BY_NAME, OPS
 
 import convjax
 
@@ -18,53 +19,22 @@ def arr(*shape):
     return jnp.asarray(rng.normal(size=shape))
 
 
-K2 = arr(3, 3, 3, 4)
-FUNCTIONS = {
-    "conv": (functools.partial(convjax.conv, kernel=K2, strides=2, padding=1), (2, 9, 8, 3)),
-    "conv 1-d, two batch dims": (
-        functools.partial(convjax.conv, kernel=arr(3, 3, 2), padding="SAME"),
-        (2, 1, 7, 3),
-    ),
-    "conv 3-d, no batch": (
-        functools.partial(convjax.conv, kernel=arr(2, 2, 2, 3, 2)),
-        (5, 4, 3, 3),
-    ),
-    "dilated_conv": (functools.partial(convjax.dilated_conv, kernel=K2, rate=2), (1, 9, 9, 3)),
-    "depthwise_conv": (
-        functools.partial(
-            convjax.depthwise_conv, kernel=arr(3, 3, 1, 6), padding="SAME", padding_mode="reflect"
-        ),
-        (2, 6, 7, 3),
-    ),
-    "conv_transpose": (
-        functools.partial(
-            convjax.conv_transpose, kernel=arr(3, 3, 2, 3), strides=2, output_padding=1
-        ),
-        (2, 4, 5, 3),
-    ),
-    "deconvolve": (
-        functools.partial(
-            convjax.deconvolve,
-            kernel=arr(3, 3, 3, 3) / 9,
-            padding="SAME",
-            padding_mode="circular",
-            regularization=1e-3,
-        ),
-        (1, 6, 6, 3),
-    ),
-    "spatial_separable_conv": (
-        functools.partial(convjax.spatial_separable_conv, kernels=[arr(3, 3, 3), arr(3, 3, 2)]),
-        (2, 7, 6, 3),
-    ),
-    "depthwise_separable_conv": (
-        functools.partial(
-            convjax.depthwise_separable_conv,
-            depthwise_kernel=arr(3, 3, 1, 3),
-            pointwise_kernel=arr(3, 5),
-        ),
-        (2, 6, 6, 3),
-    ),
-}
+def _bound(op, shape, **options):
+    operands = op.arrays(shape[-1], np.float64)
+    return lambda x, **more: op(x, *operands, **options, **more), shape
+
+
+FUNCTIONS = {op.name: _bound(op, (2, 9, 8, 3), padding=1) for op in OPS}
+FUNCTIONS["conv_transpose"] = _bound(BY_NAME["conv_transpose"], (2, 4, 5, 3), output_padding=1)
+FUNCTIONS["deconvolve"] = _bound(BY_NAME["deconvolve"], (1, 6, 6, 3))
+FUNCTIONS["conv 1-d, two batch dims"] = (
+    functools.partial(convjax.conv, kernel=arr(3, 3, 2), padding="SAME"),
+    (2, 1, 7, 3),
+)
+FUNCTIONS["conv 3-d, no batch"] = (
+    functools.partial(convjax.conv, kernel=arr(2, 2, 2, 3, 2)),
+    (5, 4, 3, 3),
+)
 
 
 def first(a, ndim):
@@ -159,7 +129,8 @@ def test_errors_name_the_function_or_module():
 
 
 def test_empty_batches_keep_their_layout():
-    y = convjax.conv(jnp.zeros((0, 3, 8, 7)), K2, padding=1, data_format="channels_first")
+    x = jnp.zeros((0, 3, 8, 7))
+    y = convjax.conv(x, arr(3, 3, 3, 4), padding=1, data_format="channels_first")
     assert y.shape == (0, 4, 8, 7)
     layer = convjax.nnx.Conv(3, 4, (3, 3), data_format="channels_first", rngs=nnx.Rngs(0))
     assert layer(jnp.zeros((0, 3, 8, 7))).shape == (0, 4, 6, 5)

@@ -16,7 +16,7 @@ from helpers import IMPLS
 import convjax
 from convjax._src.modules import common as modules_common
 
-NAMES = ("Conv", "ConvTranspose", "DepthwiseConv", "DepthwiseSeparableConv", "SpatialSeparableConv")
+NAMES = tuple(convjax.nnx.__all__)
 
 
 def layer(name, x_shape, in_features, out_features=None, **options):

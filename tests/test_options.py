@@ -2,12 +2,15 @@
 at construction naming the module), NumPy scalars are accepted wherever an int or a float is, and
 the errors for common porting mistakes say what to do."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from ops import OPS
 
 import convjax
 from convjax import from_torch
@@ -19,20 +22,10 @@ def zeros(*shape):
 
 X = zeros(2, 8, 8, 4)
 K = zeros(3, 3, 4, 6)
-KT = zeros(3, 3, 6, 4)  # conv_transpose's kernel for an x of 4 channels
 
 CALLS = {
-    "conv": lambda **o: convjax.conv(X, K, **o),
-    "dilated_conv": lambda **o: convjax.dilated_conv(X, K, rate=2, **o),
-    "depthwise_conv": lambda **o: convjax.depthwise_conv(X, zeros(3, 3, 1, 8), **o),
-    "conv_transpose": lambda **o: convjax.conv_transpose(X, KT, **o),
-    "spatial_separable_conv": lambda **o: convjax.spatial_separable_conv(
-        X, [zeros(3, 4, 4)] * 2, **o
-    ),
-    "depthwise_separable_conv": lambda **o: convjax.depthwise_separable_conv(
-        X, zeros(3, 3, 1, 4), zeros(4, 6), **o
-    ),
-}
+    op.name: functools.partial(op, X, *op.arrays(4)) for op in OPS if op.preferred_element_type
+}  # op(X, *operands, **options)
 
 
 @pytest.mark.parametrize("name", CALLS)

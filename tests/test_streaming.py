@@ -112,8 +112,42 @@ def test_errors_name_the_function_and_the_rule():
     with pytest.raises(ValueError, match=r"streaming.step: groups must divide"):
         streaming.step(state, x, kernel, groups=3)
     layer = convjax.nnx.Conv(2, 2, (3,), strides=2, padding="CAUSAL", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"Conv.stream: streams run stride-1"):
+    with pytest.raises(ValueError, match=r"Conv.init_stream: streams run stride-1"):
         layer.init_stream(x)
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME", 1, [(1, 1)]])
+def test_a_layer_that_reads_future_frames_refuses_to_stream(padding):
+    """A stream promises the layer's own output; a layer not causal in time cannot keep it."""
+    layer = convjax.nnx.Conv(2, 2, (3,), padding=padding, rngs=nnx.Rngs(0))
+    x = jnp.ones((1, 10, 2))
+    with pytest.raises(ValueError, match=r"Conv.init_stream: a stream equals the layer's own"):
+        layer.init_stream(x[:, :1])
+    with pytest.raises(ValueError, match=r"Conv.stream: a stream equals the layer's own"):
+        layer.stream(streaming.init(x[:, :1], layer.kernel[...]), x[:, :4])
+
+
+@pytest.mark.parametrize("framework", ["nnx", "linen"])
+@pytest.mark.parametrize("name", ["Conv", "DepthwiseConv"])
+def test_causal_layers_of_both_frameworks_stream_their_own_output(framework, name):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 4))
+    options = dict(kernel_dilation=2, padding="CAUSAL")
+    if framework == "nnx":
+        channels = (4, 6) if name == "Conv" else (4,)
+        layer = getattr(convjax.nnx, name)(*channels, (3,), **options, rngs=nnx.Rngs(0))
+        offline, init, step = layer(x), layer.init_stream, layer.stream
+    else:
+        channels = (6,) if name == "Conv" else ()
+        module = getattr(convjax.linen, name)(*channels, (3,), **options)
+        variables = module.init(jax.random.key(0), x)
+        offline = module.apply(variables, x)
+        init = functools.partial(module.apply, variables, method="init_stream")
+        step = functools.partial(module.apply, variables, method="stream")
+    state, chunks = init(x[:, :1]), []
+    for start, stop in [(0, 1), (1, 4), (4, 4), (4, 8), (8, 9)]:  # 1, 3, 0, 4 and 1 frames
+        y, state = step(state, x[:, start:stop])
+        chunks.append(y)
+    np.testing.assert_allclose(jnp.concatenate(chunks, axis=1), offline, atol=1e-5)
 
 
 def test_empty_batches_and_non_finite_frames():

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 import convjax
@@ -516,8 +517,6 @@ TRAIN_CONFIGS = (
 
 def _adam_step_jax(model_fn, params, noisy, clean, on_device):
     """A jitted adam step of a JAX model ``model_fn(params, x)``: ``(run, sync)``."""
-    import optax
-
     optimizer = optax.adam(1e-3)
     state = {"params": params, "opt": optimizer.init(params)}
 

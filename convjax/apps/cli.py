@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from convjax import __version__, viz
+from convjax.apps import bench as benchmarks
+from convjax.apps import tour
+from convjax.apps import train as training
+
 PADDING_NAMES = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
 
 
@@ -53,8 +58,6 @@ def _one_or_many(values: list[int]) -> int | tuple[int, ...]:
 
 
 def _animate(args) -> int:
-    from convjax import viz  # on use: importing jax takes a second `convjax --help` need not wait
-
     if len(args.padding) == 1 and not args.padding[0].lstrip("-").isdigit():
         padding = args.padding[0]
     else:
@@ -95,8 +98,6 @@ def _fail(command: str, message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convjax import __version__
-
     parser = argparse.ArgumentParser(
         prog="convjax",
         description="Every convolution, several ways: walk through them, draw them, train with "
@@ -171,16 +172,10 @@ def _run(args) -> int:
     if args.command == "animate":
         return _animate(args)
     if args.command == "tour":
-        from convjax.apps import tour  # on use, as viz above
-
         tour.run(out=args.out)
     elif args.command == "bench":
-        from convjax.apps import bench as benchmarks  # on use, as viz above
-
         return benchmarks.main(args)
     elif args.command == "train":
-        from convjax.apps import train as training  # on use, as viz above
-
         training.train(
             steps=args.steps,
             batch_size=args.batch_size,

@@ -6,8 +6,10 @@ the order the tour tells them, drawn by :mod:`convjax.viz`.
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
+import io
 import math
 import pathlib
 from collections.abc import Callable
@@ -276,9 +278,6 @@ def run(out: str | pathlib.Path | None = None) -> None:
 def write_page(out: pathlib.Path) -> pathlib.Path:
     """``out/index.html``: the tour's sections in order, each with its animations (inline
     players) and channel pictures, self-contained."""
-    import base64
-    import io
-
     parts = [
         "<!doctype html><meta charset='utf-8'><title>convjax tour</title>",
         "<body style='font-family:sans-serif;max-width:60em;margin:auto'>",

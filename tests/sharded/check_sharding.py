@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from ops import OPS
 
 import convjax
 
@@ -69,16 +70,16 @@ def check(fn, x, kernel, mesh_name, layout=None, tol=1e-10):
     layout = layout or LAYOUTS[mesh_name]
 
     @jax.jit
-    def value_and_grads(a, k, cotangent):
+    def value_and_grads(a, k, cotangent):  # k: one operand or a tuple of them
         y, vjp = jax.vjp(fn, a, k)
-        return y, *vjp(cotangent)
+        return y, *jax.tree.leaves(vjp(cotangent))
 
     shape = jax.eval_shape(fn, x, kernel).shape
     cotangent = np.random.default_rng(1).standard_normal(shape)
     expected = value_and_grads(x, kernel, cotangent)
     cotangent = shard(cotangent, mesh_name, expected_spec(layout, shape, mesh_name))
-    y, gx, gk = value_and_grads(shard(x, mesh_name, layout), kernel, cotangent)
-    for actual, want in zip((y, gx, gk), expected, strict=True):
+    y, gx, *gk = value_and_grads(shard(x, mesh_name, layout), kernel, cotangent)
+    for actual, want in zip((y, gx, *gk), expected, strict=True):
         np.testing.assert_allclose(np.asarray(actual), np.asarray(want), atol=tol, rtol=tol)
     assert same_spec(y.sharding.spec, expected_spec(layout, y.shape, mesh_name)), y.sharding
     assert same_spec(gx.sharding.spec, expected_spec(layout, x.shape, mesh_name)), gx.sharding
@@ -186,50 +187,33 @@ def test_batch_only():
 # -- every variant ------------------------------------------------------------------------------
 
 
-VARIANTS = {
-    "dilated": (
-        lambda x, k: convjax.dilated_conv(x, k, rate=2, padding="SAME"),
-        (2, 16, 8, 4),
-        (3, 3, 4, 4),
-    ),
-    "grouped": (
-        lambda x, k: convjax.conv(x, k, groups=2, strides=2, padding=1),
-        (2, 16, 8, 4),
-        (3, 3, 2, 6),
-    ),
-    "depthwise": (
-        lambda x, k: convjax.depthwise_conv(x, k, padding="SAME", padding_mode="reflect"),
-        (2, 16, 8, 3),
-        (5, 5, 1, 6),
-    ),
-    "transposed": (
-        lambda x, k: convjax.conv_transpose(x, k, strides=2, padding="SAME"),
-        (2, 8, 8, 4),
-        (3, 3, 3, 4),
-    ),
-    "transposed-uneven": (
-        lambda x, k: convjax.conv_transpose(x, k, strides=2, padding=1, impl="gather"),
-        (2, 8, 4, 4),
-        (3, 3, 3, 4),
-    ),
-    "spatial-separable": (
-        lambda x, k: convjax.spatial_separable_conv(x, (k, k[::-1]), padding="SAME"),
-        (2, 16, 8, 2),
-        (3, 2, 2),
-    ),
-    "depthwise-separable": (
-        lambda x, k: convjax.depthwise_separable_conv(
-            x, k, jnp.ones((6, 5), k.dtype), padding="SAME", padding_mode="circular"
+@pytest.mark.parametrize("op", [op for op in OPS if op.name != "deconvolve"], ids=str)
+def test_every_operation(op):
+    """Every variant from the shared registry, 'SAME' with reflect padding where it pads."""
+    options = {} if op.transposed else {"padding": "SAME", "padding_mode": "reflect"}
+    x = np.random.default_rng(0).standard_normal((2, 16, 8, 4))
+    operands = op.arrays(4, np.float64)
+    check(lambda x, k: op(x, *k, **options), x, operands, "2x4")
+
+
+@pytest.mark.parametrize(
+    "name, fn, x_shape, k_shape",
+    [
+        (
+            "grouped",
+            lambda x, k: convjax.conv(x, k, groups=2, strides=2, padding=1),
+            (2, 16, 8, 4),
+            (3, 3, 2, 6),
         ),
-        (2, 16, 8, 3),
-        (3, 3, 1, 6),
-    ),
-}
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_variants(variant):
-    fn, x_shape, k_shape = VARIANTS[variant]
+        (
+            "transposed-uneven",
+            lambda x, k: convjax.conv_transpose(x, k, strides=2, padding=1, impl="gather"),
+            (2, 8, 4, 4),
+            (3, 3, 3, 4),
+        ),
+    ],
+)
+def test_variants(name, fn, x_shape, k_shape):
     x, k = operands(x_shape, k_shape)
     check(fn, x, k, "2x4")
 

@@ -20,16 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax.nnx import initializers
 
-from convjax._src import formulations
+from convjax._src import formulations, shapes
 from convjax._src.checks import (
     check_float_dtype,
     check_precision,
     check_preferred_element_type,
+    per_dim,
     reported_as,
 )
+from convjax._src.ops import streaming
 from convjax._src.ops.layout import check_data_format, from_channels_last, to_channels_last
 from convjax._src.ops.transpose import transpose_options
-from convjax._src.spec import conv_options
+from convjax._src.spec import conv_options, padding_option
 
 # Flax's defaults: LeCun normal kernels (fan-in = prod(window) * C_in // groups) and zero biases.
 default_kernel_init = initializers.lecun_normal()
@@ -280,3 +282,81 @@ def add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
     if bias is None:
         return y
     return y + bias.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
+
+
+def apply_layer(
+    description, values: dict[str, Any], params: dict[str, Any], x: jax.Array
+) -> jax.Array:
+    """A layer's forward pass: ``x`` and the parameters cast to one dtype, the layer's function,
+    then the bias."""
+    names = [name for name in params if name != "bias"]
+    x, bias, *kernels = promote(
+        description.name, values["dtype"], x, params.get("bias"), *(params[n] for n in names)
+    )
+    operands = description.operands(dict(zip(names, kernels, strict=True)))
+    y = description.function(x, *operands, **description.function_options(values))
+    return add_bias(y, bias)
+
+
+def check_streamable(op: str, values: dict[str, Any], kernel_shape: Sequence[int]) -> None:
+    """A layer streams (its chunks' outputs concatenate to ``layer(x)``) only when it is causal in
+    time, the first spatial axis: stride 1, zero padding, and time padded ``(k̂ − 1, 0)`` —
+    ``padding="CAUSAL"``, or pairs whose first is that."""
+    ndim = len(kernel_shape) - 2
+    strides = per_dim(op, "strides", values["strides"], ndim, minimum=1)
+    dilation = per_dim(op, "kernel_dilation", values["kernel_dilation"], ndim, minimum=1)
+    causal = (shapes.effective_window(kernel_shape[0], dilation[0]) - 1, 0)
+    padding = values["padding"]
+    time = None if isinstance(padding, str) else padding_option(op, padding, ndim)[0]
+    if any(s != 1 for s in strides) or values["padding_mode"] != "zeros":
+        raise ValueError(
+            f"{op}: streams run stride-1, zero-padded causal layers, got strides "
+            f"{values['strides']} and padding_mode {values['padding_mode']!r}."
+        )
+    if not (padding == "CAUSAL" or (time is not None and time == causal)):
+        raise ValueError(
+            f"{op}: a stream equals the layer's own output only for a layer causal in time (the "
+            f"first spatial axis): padding='CAUSAL', or pairs whose first is (k̂ - 1, 0) = "
+            f"{causal}; this layer has padding {padding!r}, whose outputs read future frames."
+        )
+
+
+def init_stream(op: str, values: dict[str, Any], kernel: jax.Array, x_chunk: Any):
+    """The state before a stream's first chunk (see :mod:`convjax.streaming`)."""
+    check_streamable(op, values, kernel.shape)
+    ndim = kernel.ndim - 2
+    with reported_as(op):
+        x = to_channels_last(op, x_chunk, ndim, values["data_format"])
+        return streaming.init(
+            x,
+            kernel,
+            dilation=values["kernel_dilation"],
+            groups=_stream_groups(x.shape[-1], kernel.shape),
+            padding=values["padding"],
+        )
+
+
+def stream(description, values, params, state, x_chunk):
+    """``(y_chunk, next state)``: the layer on the next chunk of a stream, time first."""
+    op = f"{description.name}.stream"
+    kernel = params["kernel"]
+    check_streamable(op, values, kernel.shape)
+    ndim = kernel.ndim - 2
+    with reported_as(op):
+        x = to_channels_last(op, x_chunk, ndim, values["data_format"])
+        x, kernel, bias = promote(description.name, values["dtype"], x, kernel, params.get("bias"))
+        y, state = streaming.step(
+            state,
+            x,
+            kernel,
+            dilation=values["kernel_dilation"],
+            groups=_stream_groups(x.shape[-1], kernel.shape),
+            padding=values["padding"],
+            impl=values["impl"],
+        )
+    return from_channels_last(add_bias(y, bias), ndim, values["data_format"]), state
+
+
+def _stream_groups(c_in: int, kernel_shape: Sequence[int]) -> int:
+    """The groups a kernel ``[*window, C_in // groups, C_out]`` has for ``C_in`` channels."""
+    return max(c_in // max(kernel_shape[-2], 1), 1)

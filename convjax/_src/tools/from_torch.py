@@ -214,6 +214,12 @@ def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.M
       torch_module: the PyTorch layer (read by attribute: torch is not imported here).
       impl: the convjax layer's formulation.
       dtype: the parameters' dtype (default: the weight's).
+
+    >>> import jax.numpy as jnp, torch, convjax
+    >>> conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, padding_mode="reflect")
+    >>> layer = convjax.from_torch.module(conv)
+    >>> layer(jnp.ones((1, 9, 9, 3))).shape  # channels-last
+    (1, 5, 5, 8)
     """
     op = "from_torch.module"
     kind = type(torch_module).__name__
@@ -261,8 +267,11 @@ def modules(torch_model: Any, *, impl: Any = "auto", dtype: Any = None) -> dict[
     layer :func:`module` makes of it.  Other layers (norms, activations, linear) are skipped:
     they are not convolutions.
 
-    >>> # torch_model = torchvision.models.resnet18(); layers = modules(torch_model)
-    >>> # layers["layer1.0.conv1"] is a convjax.nnx.Conv with resnet's weights
+    >>> import torch, convjax
+    >>> nn = torch.nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    >>> {name: type(layer).__name__ for name, layer in convjax.from_torch.modules(model).items()}
+    {'0': 'Conv', '2': 'Conv'}
     """
     return {
         name: module(child, impl=impl, dtype=dtype)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import html
 import io
 import itertools
+import json
 import math
 import pathlib
 from collections.abc import Sequence
@@ -283,7 +285,13 @@ def figure(
     **options: Any,
 ):
     """:func:`animate`'s frames as one static matplotlib ``Figure`` (default: up to 16 frames,
-    evenly spaced); ``options`` are :func:`animate`'s."""
+    evenly spaced); ``options`` are :func:`animate`'s.
+
+    >>> from convjax import viz
+    >>> sheet = viz.figure((5, 5, 1), (3, 3, 1, 1), strides=2, frames=[0, 3])
+    >>> type(sheet).__name__
+    'Figure'
+    """
     return animate(input_shape, kernel_shape, **options).sheet(frames)
 
 
@@ -472,7 +480,12 @@ def connectivity(in_channels: int, out_channels: int, groups: int = 1) -> np.nda
 def channels(*counts: int, groups: int | Sequence[int] = 1, labels: Sequence[str] = ()):
     """A matplotlib ``Figure`` of which input channels each output channel reads, stage by stage:
     ``channels(16, 32, groups=4)``; a depthwise-separable conv is
-    ``channels(16, 16, 32, groups=(16, 1), labels=("depthwise", "pointwise"))``."""
+    ``channels(16, 16, 32, groups=(16, 1), labels=("depthwise", "pointwise"))``.
+
+    >>> from convjax import viz
+    >>> type(viz.channels(8, 8, 16, groups=(8, 1), labels=("depthwise", "pointwise"))).__name__
+    'Figure'
+    """
     if len(counts) < 2:
         raise ValueError(f"viz.channels: needs at least two channel counts, got {counts!r}.")
     stages = len(counts) - 1
@@ -711,9 +724,6 @@ def _figure_png(fig, path: pathlib.Path) -> None:
 
 
 def _player(frames: list[str], captions: list[str], fps: float) -> str:
-    import html
-    import json
-
     uid = f"convjax-{abs(hash(tuple(frames))) % 10**8}"
     data = json.dumps(frames)
     texts = json.dumps(captions)

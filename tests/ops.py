@@ -1,0 +1,139 @@
+"""One registry of convjax's public convolution operations, for every cross-cutting test.
+
+Each :class:`Op` says how to call the operation on a 2-d input of ``C`` channels, the shapes of
+its other operands, and what it supports (``impl``, ``data_format``, sharding, a layer).  The
+option, layout, empty-array, non-finite, sharding and public-API tests iterate ``OPS``; a new
+variant is added here once.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import convjax
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """A public operation as the tests call it.
+
+    Attributes:
+      name: the public function's name.
+      call: ``call(x, *operands, **options)``.
+      operands: ``operands(C)``, the shapes of the operands after ``x`` for ``C`` channels.
+      options: options every call passes (``rate`` for ``dilated_conv``).
+      layer: the name of its NNX / Linen layer, if it has one.
+      transposed: whether it is a transposed convolution (its kernel maps back).
+      linear: whether it is linear in ``x`` (so its adjoint can be tested).
+      preferred_element_type: whether it takes ``preferred_element_type``.
+    """
+
+    name: str
+    call: Callable[..., Any]
+    operands: Callable[[int], tuple[tuple[int, ...], ...]]
+    options: dict = dataclasses.field(default_factory=dict)
+    layer: str | None = None
+    transposed: bool = False
+    linear: bool = True
+    preferred_element_type: bool = True
+
+    def __call__(self, x, *operands, **options):
+        return self.call(x, *operands, **(self.options | options))
+
+    def arrays(self, channels: int, dtype=np.float32, seed: int = 0):
+        """Random operands for an input of ``channels`` channels."""
+        rng = np.random.default_rng(seed)
+        return tuple(
+            jnp.asarray(rng.uniform(-1, 1, shape), dtype) for shape in self.operands(channels)
+        )
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _spatial_separable(x, *kernels, **options):
+    return convjax.spatial_separable_conv(x, list(kernels), **options)
+
+
+OPS = (
+    Op("conv", convjax.conv, lambda c: ((3, 3, c, 6),), layer="Conv"),
+    Op("dilated_conv", convjax.dilated_conv, lambda c: ((3, 3, c, 6),), {"rate": 2}),
+    Op(
+        "depthwise_conv",
+        convjax.depthwise_conv,
+        lambda c: ((3, 3, 1, 2 * c),),
+        layer="DepthwiseConv",
+    ),
+    Op(
+        "conv_transpose",
+        convjax.conv_transpose,
+        lambda c: ((3, 3, 6, c),),
+        {"strides": 2},
+        layer="ConvTranspose",
+        transposed=True,
+    ),
+    Op(
+        "spatial_separable_conv",
+        _spatial_separable,
+        lambda c: ((3, c, 4), (3, 4, 4)),
+        layer="SpatialSeparableConv",
+    ),
+    Op(
+        "depthwise_separable_conv",
+        convjax.depthwise_separable_conv,
+        lambda c: ((3, 3, 1, c), (c, 6)),
+        layer="DepthwiseSeparableConv",
+    ),
+    Op(
+        "deconvolve",
+        convjax.deconvolve,
+        lambda c: ((3, 3, c, c),),
+        {"padding": "SAME", "padding_mode": "circular", "regularization": 1e-3},
+        linear=False,
+        preferred_element_type=False,
+    ),
+)
+
+BY_NAME = {op.name: op for op in OPS}
+
+# Public functions that are not operations on an input and a kernel (shapes, pictures, tools);
+# the public-API walk checks that every other public function is in OPS.
+NOT_OPERATIONS = {
+    "auto_choice",
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "effective_window",
+    "explain_padding",
+    "flop_count",
+    "fold",
+    "formulations",
+    "halo_plan",
+    "index_map",
+    "make_spec",
+    "output_padding_for",
+    "output_shape",
+    "param_count",
+    "receptive_field",
+    "separable_factors",
+    "unfold",
+}
+
+
+def layer(op: Op, framework: str, channels: int, **options):
+    """``op``'s layer in ``framework`` (``"nnx"`` or ``"linen"``) for ``channels`` input channels,
+    with the operands ``Op.arrays`` gives as its parameters' shapes."""
+    cls = getattr(getattr(convjax, framework), op.layer)
+    out = op.operands(channels)[-1][-1]
+    window = {"SpatialSeparableConv": (3, 3)}.get(op.layer, op.operands(channels)[0][:2])
+    options = op.options | options
+    if op.layer == "DepthwiseConv":
+        options.setdefault("depth_multiplier", 2)
+    if framework == "nnx":
+        sizes = (channels,) if op.layer == "DepthwiseConv" else (channels, out)
+        return cls(*sizes, window, **options, rngs=nnx.Rngs(0))
+    sizes = () if op.layer == "DepthwiseConv" else (out,)
+    return cls(*sizes, window, **options)
