@@ -211,7 +211,33 @@ def deconvolve(
 def _wiener(op: str, y, kernel, *, operator: ConvOperator, regularization, precision):
     spec = operator.spec
     ndim = spec.ndim
-    window = kernel.shape[:ndim]
+    grid, lows, frame = _periodic_frame(op, y, kernel.shape[:ndim], operator)
+    dtype = y.dtype if np.dtype(y.dtype).itemsize >= 4 else np.dtype(np.float32)
+    frame, kernel = frame.astype(dtype), kernel.astype(dtype)
+    transfer = _transfer(kernel, spec, lows, grid)  # [*freq, C, C_out]
+
+    batch_shape = frame.shape[: frame.ndim - ndim - 1]
+    flat = frame.reshape(math.prod(batch_shape), *frame.shape[-ndim - 1 :])  # [B, *grid, C_out]
+    spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, ndim + 1)))  # [B, *freq, C_out]
+    groups, c = spec.groups, kernel.shape[-2]
+    j = kernel.shape[-1] // groups
+    freq = transfer.shape[:ndim]
+    h = transfer.reshape(*freq, c, groups, j)
+    h = jnp.moveaxis(h, ndim, -1)  # [*freq, groups, J, C]: H_g(f), outputs by inputs
+    rhs = spectrum.reshape(spectrum.shape[0], *freq, groups, j)
+    rhs = jnp.moveaxis(rhs, 0, -1)  # [*freq, groups, J, B]
+    solution = _regularised_solve(h, rhs, jnp.asarray(regularization, dtype), precision)
+    solution = jnp.moveaxis(solution, -1, 0)  # [B, *freq, groups, C]
+    solution = solution.reshape(*solution.shape[:-2], groups * c)
+    x = jnp.fft.irfftn(solution, s=grid, axes=tuple(range(1, ndim + 1)))
+    x = x[(slice(None), *(slice(0, i) for i in operator.input_spatial), slice(None))]
+    return x.reshape(*batch_shape, *x.shape[1:]).astype(y.dtype)
+
+
+def _periodic_frame(op: str, y, window, operator: ConvOperator):
+    """``(grid, lows, frame)``: the periodic grid on which the convolution is circular, the low
+    padding it reads, and ``y`` placed on that grid; checks what Wiener can invert."""
+    spec = operator.spec
     if any(s != 1 for s in spec.strides):
         raise ValueError(
             f"{op}: method='wiener' needs strides 1 (a strided convolution is not diagonal in "
@@ -238,67 +264,47 @@ def _wiener(op: str, y, kernel, *, operator: ConvOperator, regularization, preci
                 f"(lo + hi = k̂ − 1 in every dim, e.g. padding 'SAME'), got padding "
                 f"{spec.padding} for effective window {tuple(spans)}."
             )
-        grid = size
-        lows = [lo for lo, _ in spec.padding]
-        frame = y
-    else:
-        # The linear convolution of x zero-extended to i + k̂ − 1 is circular on that grid,
-        # with y a window of it: place y there, zero where the padding cut the border off.
-        grid = tuple(i + k - 1 for i, k in zip(size, spans, strict=True))
-        lows = [k - 1 for k in spans]
-        batch_ndim = y.ndim - ndim - 1
-        config = [(0, 0, 0)] * batch_ndim
-        config += [
-            (k - 1 - lo, k - 1 - hi, 0) for k, (lo, hi) in zip(spans, spec.padding, strict=True)
-        ]
-        frame = lax.pad(y, jnp.zeros((), y.dtype), [*config, (0, 0, 0)])
+        return size, [lo for lo, _ in spec.padding], y
+    # The linear convolution of x zero-extended to i + k̂ − 1 is circular on that grid, with y a
+    # window of it: place y there, zero where the padding cut the border off.
+    grid = tuple(i + k - 1 for i, k in zip(size, spans, strict=True))
+    config = [(0, 0, 0)] * (y.ndim - spec.ndim - 1)
+    config += [(k - 1 - lo, k - 1 - hi, 0) for k, (lo, hi) in zip(spans, spec.padding, strict=True)]
+    frame = lax.pad(y, jnp.zeros((), y.dtype), [*config, (0, 0, 0)])
+    return grid, [k - 1 for k in spans], frame
 
-    dtype = y.dtype if np.dtype(y.dtype).itemsize >= 4 else np.dtype(np.float32)
-    frame, kernel = frame.astype(dtype), kernel.astype(dtype)
-    # y[o] = Σ_t x[(o − lo + t·d) mod N] k[t] = (x ⊛ g)[o] with g[(lo − t·d) mod N] += k[t].
+
+def _transfer(kernel, spec, lows, grid):
+    """The kernel's transfer function on the periodic grid, ``[*freq, C, C_out]``:
+    ``y[o] = Σ_t x[(o − lo + t·d) mod N] k[t] = (x ⊛ g)[o]`` with
+    ``g[(lo − t·d) mod N] += k[t]``."""
+    window = kernel.shape[: spec.ndim]
     positions = [
         (lo - np.arange(k) * d) % n
         for lo, k, d, n in zip(lows, window, spec.dilation, grid, strict=True)
     ]
-    g = jnp.zeros((*grid, *kernel.shape[-2:]), dtype).at[np.ix_(*positions)].add(kernel)
-    spatial_axes = tuple(range(ndim))
-    transfer = jnp.fft.rfftn(g, axes=spatial_axes)  # [*freq, C, C_out]
+    g = jnp.zeros((*grid, *kernel.shape[-2:]), kernel.dtype).at[np.ix_(*positions)].add(kernel)
+    return jnp.fft.rfftn(g, axes=tuple(range(spec.ndim)))
 
-    batch_shape = frame.shape[: frame.ndim - ndim - 1]
-    flat = frame.reshape(math.prod(batch_shape), *frame.shape[-ndim - 1 :])  # [B, *grid, C_out]
-    spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, ndim + 1)))  # [B, *freq, C_out]
-    groups, c = spec.groups, kernel.shape[-2]
-    j = kernel.shape[-1] // groups
-    freq = transfer.shape[:ndim]
-    h = transfer.reshape(*freq, c, groups, j)
-    h = jnp.moveaxis(h, ndim, -1)  # [*freq, groups, J, C]: H_g(f), outputs by inputs
-    rhs = spectrum.reshape(spectrum.shape[0], *freq, groups, j)
-    rhs = jnp.moveaxis(rhs, 0, -1)  # [*freq, groups, J, B]
-    lam = jnp.asarray(regularization, dtype)
-    h_conj = jnp.conj(jnp.swapaxes(h, -1, -2))  # [*freq, groups, C, J]
-    if c == 1 or j == 1:
-        # One of the normal matrices is 1×1: divide (the pseudo-inverse where it is 0).
-        if c == 1:
-            power = jnp.sum(jnp.abs(h) ** 2, axis=-2, keepdims=True)  # [..., 1, 1] HᴴH
-            numerator = jnp.matmul(h_conj, rhs, precision=precision)  # [..., 1, B]
-            denominator = power + lam
-            solution = _safe_divide(numerator, denominator)
-        else:
-            power = jnp.sum(jnp.abs(h) ** 2, axis=-1, keepdims=True)  # [..., 1, 1] HHᴴ
-            solution = jnp.matmul(h_conj, _safe_divide(rhs, power + lam), precision=precision)
-    elif c <= j:  # (HᴴH + λI)⁺: the inverse for λ > 0, the pseudo-inverse where singular
+
+def _regularised_solve(h, rhs, lam, precision):
+    """Per frequency and group, ``(HᴴH + λI)⁺ Hᴴ Y`` (or ``Hᴴ (HHᴴ + λI)⁺ Y`` when ``H`` has fewer
+    rows than columns): ``h: [..., J, C]``, ``rhs: [..., J, B]`` → ``[..., C, B]``."""
+    c, j = h.shape[-1], h.shape[-2]
+    h_conj = jnp.conj(jnp.swapaxes(h, -1, -2))  # [..., C, J]
+    if c == 1:  # HᴴH is 1×1: divide (the pseudo-inverse where it is 0)
+        power = jnp.sum(jnp.abs(h) ** 2, axis=-2, keepdims=True)
+        return _safe_divide(jnp.matmul(h_conj, rhs, precision=precision), power + lam)
+    if j == 1:  # HHᴴ is 1×1
+        power = jnp.sum(jnp.abs(h) ** 2, axis=-1, keepdims=True)
+        return jnp.matmul(h_conj, _safe_divide(rhs, power + lam), precision=precision)
+    if c <= j:  # (HᴴH + λI)⁺: the inverse for λ > 0, the pseudo-inverse where singular
         gram = jnp.matmul(h_conj, h, precision=precision)
         inverse = jnp.linalg.pinv(gram + _eye(lam, c, gram), hermitian=True)
-        solution = jnp.matmul(inverse, jnp.matmul(h_conj, rhs, precision=precision))
-    else:
-        gram = jnp.matmul(h, h_conj, precision=precision)
-        inverse = jnp.linalg.pinv(gram + _eye(lam, j, gram), hermitian=True)
-        solution = jnp.matmul(h_conj, jnp.matmul(inverse, rhs), precision=precision)
-    solution = jnp.moveaxis(solution, -1, 0)  # [B, *freq, groups, C]
-    solution = solution.reshape(*solution.shape[:-2], groups * c)
-    x = jnp.fft.irfftn(solution, s=grid, axes=tuple(range(1, ndim + 1)))
-    x = x[(slice(None), *(slice(0, i) for i in size), slice(None))]
-    return x.reshape(*batch_shape, *x.shape[1:]).astype(y.dtype)
+        return jnp.matmul(inverse, jnp.matmul(h_conj, rhs, precision=precision))
+    gram = jnp.matmul(h, h_conj, precision=precision)
+    inverse = jnp.linalg.pinv(gram + _eye(lam, j, gram), hermitian=True)
+    return jnp.matmul(h_conj, jnp.matmul(inverse, rhs), precision=precision)
 
 
 def _eye(lam, size, like):

@@ -124,6 +124,38 @@ def _sizes(
     return sizes
 
 
+def _result_size(dim, i, k, s, d, p, a, *, op, x_name, shape_name, output_shape) -> int:
+    """The result size along spatial dim ``dim`` of a transposed conv of an ``i``-long input:
+    ``output_shape[dim]`` if given (and reachable), ``s · i`` for ``'SAME'``, else the size whose
+    output padding is ``a``."""
+    sizes = _sizes(i, k, s, d, p)
+    described = (
+        f"{x_name} spatial size {i} with window {k}, stride {s}, dilation {d} and padding {p!r}"
+    )
+    if not sizes:
+        raise ValueError(
+            f"{op}: the result would be empty in spatial dim {dim}: {described} reaches no size "
+            f">= 1."
+        )
+    if output_shape is not None:
+        n = output_shape[dim]
+        if n not in sizes:
+            raise ValueError(
+                f"{op}: {shape_name} {output_shape} is out of reach in spatial dim {dim}: "
+                f"{described} reaches sizes {min(sizes)} to {max(sizes)}, got {n}."
+            )
+        return n
+    if p == "SAME":
+        return s * i
+    matching = [n for n, (pad, _) in sizes.items() if pad == a]
+    if not matching:
+        raise ValueError(
+            f"{op}: the result would be empty in spatial dim {dim}: {described} and "
+            f"output_padding {a} give a size < 1."
+        )
+    return matching[0]
+
+
 def transpose_options(
     op: str,
     ndim: int,
@@ -230,37 +262,20 @@ def transpose_operator(
     strides, dilation, groups = options.strides, options.dilation, options.groups
     # Explicit padding does not depend on the size; strings are resolved per candidate size.
     pads = (options.padding,) * ndim if isinstance(options.padding, str) else options.padding
-
-    result = []
-    for dim in range(ndim):
-        i, k, s, d, p = spatial[dim], window[dim], strides[dim], dilation[dim], pads[dim]
-        sizes = _sizes(i, k, s, d, p)
-        described = (
-            f"{x_name} spatial size {i} with window {k}, stride {s}, dilation {d} and padding {p!r}"
+    where = {"op": op, "x_name": x_name, "shape_name": shape_name, "output_shape": output_shape}
+    result = [
+        _result_size(
+            dim,
+            spatial[dim],
+            window[dim],
+            strides[dim],
+            dilation[dim],
+            pads[dim],
+            output_padding[dim],
+            **where,
         )
-        if not sizes:
-            raise ValueError(
-                f"{op}: the result would be empty in spatial dim {dim}: {described} reaches no "
-                f"size >= 1."
-            )
-        if output_shape is not None:
-            n = output_shape[dim]
-            if n not in sizes:
-                raise ValueError(
-                    f"{op}: {shape_name} {output_shape} is out of reach in spatial dim {dim}: "
-                    f"{described} reaches sizes {min(sizes)} to {max(sizes)}, got {n}."
-                )
-        elif p == "SAME":
-            n = s * i
-        else:
-            matching = [n for n, (a, _) in sizes.items() if a == output_padding[dim]]
-            if not matching:
-                raise ValueError(
-                    f"{op}: the result would be empty in spatial dim {dim}: {described} and "
-                    f"output_padding {output_padding[dim]} give a size < 1."
-                )
-            n = matching[0]
-        result.append(n)
+        for dim in range(ndim)
+    ]
 
     c_out = kernel_shape[-2] * groups
     input_shape = (*x_shape[: -ndim - 1], *result, c_out)
