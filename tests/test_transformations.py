@@ -1,8 +1,9 @@
 """Every JAX transformation on every formulation, to second order, against the float64 NumPy
 reference: jvp, vjp, forward over reverse, reverse over reverse, reverse over forward,
 ``jax.linear_transpose``, vmap over inputs and over kernels (per-example kernels and per-example
-gradients), and ``jax.hessian`` on the default formulation.  The convolution is bilinear, so each derivative is a
-convolution, a transposed convolution or a kernel gradient of the reference.
+gradients), and ``jax.hessian`` on the default formulation.  The convolution is bilinear, so
+each derivative is a convolution, a transposed convolution or a kernel gradient of the
+reference.
 
 With ``L(x, k) = ½ Σ w ⊙ A(x, k)²`` and a direction ``(u, v)``:
 ``∇ₓL = Aₖᵀ(w ⊙ y)``, ``∇ₖL = R(x, w ⊙ y)``, and the Hessian applied to ``(u, v)`` is
