@@ -405,7 +405,7 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
         (
             lambda: convjax.nnx.Conv(4, 6, (3, 3), dtype=jnp.int32, rngs=nnx.Rngs(0)),
             TypeError,
-            r"Conv: dtype must be a floating dtype .* or None, got 'int32'",
+            r"Conv: dtype must be a floating \(.*\) or complex \(.*\) dtype or None, got 'int32'",
         ),
         (
             lambda: convjax.linen.Conv(6, 3).init(

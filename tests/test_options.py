@@ -38,12 +38,12 @@ CALLS = {
         (
             {"preferred_element_type": jnp.int32},
             TypeError,
-            r"preferred_element_type must be a floating dtype .* got 'int32'",
+            r"preferred_element_type must be a floating \(.*\) dtype or None, got 'int32'",
         ),
         (
             {"preferred_element_type": "bogus"},
             TypeError,
-            r"preferred_element_type must be a floating dtype .* got 'bogus'",
+            r"preferred_element_type must be a floating \(.*\) dtype or None, got 'bogus'",
         ),
         (
             {"preferred_element_type": jnp.bfloat16},
@@ -194,10 +194,18 @@ BAD_OPTIONS = [
     ({"padding": (1, 1, 1)}, ValueError, r"padding needs one entry per spatial dim \(2\), got 3"),
     ({"kernel_dilation": (1, 0)}, ValueError, r"kernel_dilation must be >= 1 in every dim"),
     ({"impl": "cudnn"}, ValueError, r"impl must be one of"),
-    ({"param_dtype": jnp.int32}, TypeError, r"param_dtype must be a floating dtype .*'int32'"),
-    ({"dtype": "int8"}, TypeError, r"dtype must be a floating dtype .* or None, got 'int8'"),
+    (
+        {"param_dtype": jnp.int32},
+        TypeError,
+        r"param_dtype must be a floating \(.*\) or complex \(.*\) dtype, got 'int32'",
+    ),
+    (
+        {"dtype": "int8"},
+        TypeError,
+        r"dtype must be a floating \(.*\) or complex \(.*\) dtype or None, got 'int8'",
+    ),
     ({"precision": "HIGHEST"}, ValueError, r"precision must be None, a jax.lax.Precision"),
-    ({"preferred_element_type": jnp.int32}, TypeError, r"preferred_element_type must be a"),
+    ({"preferred_element_type": jnp.bool_}, TypeError, r"preferred_element_type must be a"),
     ({"use_bias": "yes"}, TypeError, r"use_bias must be a bool, got 'yes'"),
     ({"kernel_init": 0.1}, TypeError, r"kernel_init must be an initialiser"),
 ]

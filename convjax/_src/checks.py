@@ -25,6 +25,12 @@ PrecisionLike = lax.PrecisionLike
 DTypeLike = jax.typing.DTypeLike
 
 FLOAT_DTYPES = "float16, bfloat16, float32, float64"
+DTYPE_NAMES = {
+    "float": f"floating ({FLOAT_DTYPES})",
+    "complex": "complex (complex64, complex128)",
+    "int": "integer (int8, int16, int32, int64, uint8, …)",
+}
+DTYPE_KINDS = tuple(DTYPE_NAMES)
 
 _CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("convjax_caller", default=None)
 
@@ -128,27 +134,52 @@ def check_precision(op: str, precision: Any) -> Any:
     return precision
 
 
-def check_float_dtype(op: str, name: str, dtype: Any, *, optional: bool = True) -> Any:
-    """``dtype`` as a floating NumPy dtype (``None`` kept where ``optional``)."""
+def dtype_kind(dtype: Any) -> str | None:
+    """``"float"``, ``"complex"`` or ``"int"`` for the dtypes a convolution computes in, else
+    ``None`` (booleans, strings, …)."""
+    dtype = np.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating):
+        return "float"
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return "complex"
+    if jnp.issubdtype(dtype, jnp.integer):
+        return "int"
+    return None
+
+
+def check_dtype(
+    op: str, name: str, dtype: Any, *, optional: bool = True, kinds: Sequence[str] = ("float",)
+) -> Any:
+    """``dtype`` as a NumPy dtype of one of ``kinds`` (``None`` kept where ``optional``)."""
     if dtype is None and optional:
         return None
     try:
         kind = np.dtype(dtype)
     except TypeError:
         kind = None
-    if kind is None or not jnp.issubdtype(kind, jnp.floating):
+    if kind is None or dtype_kind(kind) not in kinds:
         got = dtype if kind is None else kind.name
         raise TypeError(
-            f"{op}: {name} must be a floating dtype ({FLOAT_DTYPES})"
+            f"{op}: {name} must be {_kinds_named(kinds)}"
             + (" or None" if optional else "")
             + f", got {got!r}."
         )
     return kind
 
 
+def check_float_dtype(op: str, name: str, dtype: Any, *, optional: bool = True) -> Any:
+    """``dtype`` as a floating NumPy dtype (``None`` kept where ``optional``)."""
+    return check_dtype(op, name, dtype, optional=optional, kinds=("float",))
+
+
 def check_preferred_element_type(op: str, preferred_element_type: Any, x_dtype: Any = None):
-    """A floating dtype at least as wide as the operands' (lax's rule), or ``None``."""
-    kind = check_float_dtype(op, "preferred_element_type", preferred_element_type)
+    """A dtype of the operands' kind (floating, complex or integer) at least as wide as theirs
+    (lax's rule), or ``None``."""
+    if x_dtype is None:
+        kinds: Sequence[str] = DTYPE_KINDS
+    else:
+        kinds = (dtype_kind(x_dtype),)
+    kind = check_dtype(op, "preferred_element_type", preferred_element_type, kinds=kinds)
     if kind is not None and x_dtype is not None and kind.itemsize < np.dtype(x_dtype).itemsize:
         raise TypeError(
             f"{op}: preferred_element_type must not be narrower than the operands' dtype "
@@ -165,14 +196,19 @@ def check_arrays(op: str, **arrays: Any) -> None:
 
 
 def check_dtypes(
-    op: str, x_dtype: Any, kernel_dtype: Any, kernel_name: str = "kernel", x_name: str = "x"
+    op: str,
+    x_dtype: Any,
+    kernel_dtype: Any,
+    kernel_name: str = "kernel",
+    x_name: str = "x",
+    kinds: Sequence[str] = DTYPE_KINDS,
 ) -> None:
-    """Both operands floating and of one dtype; the error says which cast to make."""
+    """Both operands of one of ``kinds`` (floating, complex, integer) and of one dtype; the error
+    says which cast to make."""
     for name, dtype in ((x_name, x_dtype), (kernel_name, kernel_dtype)):
-        if not jnp.issubdtype(dtype, jnp.floating):
+        if dtype_kind(dtype) not in kinds:
             raise TypeError(
-                f"{op}: {name} must have a floating dtype ({FLOAT_DTYPES}), got "
-                f"{np.dtype(dtype).name}."
+                f"{op}: {name} must have {_kinds_named(kinds)}, got {np.dtype(dtype).name}."
             )
     if np.dtype(x_dtype) != np.dtype(kernel_dtype):
         raise TypeError(
@@ -188,3 +224,10 @@ def spatial_axes(x_shape: Sequence[int], ndim: int) -> str:
     rank = len(x_shape)
     axes = ", ".join(str(a) for a in range(rank - ndim - 1, rank - 1))
     return f"ax{'es' if ndim > 1 else 'is'} {axes} of shape {tuple(x_shape)}"
+
+
+def _kinds_named(kinds: Sequence[str]) -> str:
+    """``"a floating (…) or complex (…) dtype"``."""
+    names = [DTYPE_NAMES[k] for k in kinds]
+    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"a {joined} dtype"

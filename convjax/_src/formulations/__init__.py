@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
+
+from convjax._src.checks import DTYPE_KINDS, dtype_kind
 from convjax._src.formulations.auto import AutoBackend
 from convjax._src.formulations.base import Backend
 from convjax._src.formulations.fft import FFTBackend
 from convjax._src.formulations.gather import GatherBackend
 from convjax._src.formulations.lax import LaxBackend
 from convjax._src.formulations.taps import TapsBackend
+
+KIND_WORDS = {"float": "floating", "complex": "complex", "int": "integer"}
 
 REGISTRY: dict[str, Backend] = {
     backend.name: backend
@@ -70,8 +75,15 @@ def resolve(op: str, impl: Any) -> Backend:
     return impl
 
 
-def check_accepts(op: str, backend: Backend, spec, x_shape, kernel_shape) -> None:
-    """Raise, naming ``op``, where ``backend`` refuses this convolution."""
+def check_accepts(op: str, backend: Backend, spec, x_shape, kernel_shape, dtype=None) -> None:
+    """Raise, naming ``op``, where ``backend`` refuses this convolution (or its dtype)."""
+    kinds = getattr(backend, "kinds", DTYPE_KINDS)
+    if dtype is not None and dtype_kind(dtype) not in kinds:
+        raise ValueError(
+            f"{op}: impl={backend.name!r} cannot run this convolution: it computes "
+            f"{' and '.join(KIND_WORDS[k] for k in kinds)} dtypes, got {np.dtype(dtype).name}; "
+            f"use impl='auto' or another of convjax.formulations()."
+        )
     refusal = backend.refuses(spec, tuple(x_shape), tuple(kernel_shape))
     if refusal is not None:
         raise ValueError(
@@ -80,10 +92,12 @@ def check_accepts(op: str, backend: Backend, spec, x_shape, kernel_shape) -> Non
         )
 
 
-def concrete(backend: Backend, spec, x_shape, kernel_shape) -> Backend:
+def concrete(backend: Backend, spec, x_shape, kernel_shape, dtype) -> Backend:
     """The backend that computes: a choosing backend's (``auto``) choice, else ``backend``."""
     choose = getattr(backend, "choose", None)
-    return backend if choose is None else choose(spec, tuple(x_shape), tuple(kernel_shape))
+    if choose is None:
+        return backend
+    return choose(spec, tuple(x_shape), tuple(kernel_shape), np.dtype(dtype))
 
 
 __all__ = [

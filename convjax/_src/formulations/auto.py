@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 
+from convjax._src.checks import dtype_kind
 from convjax._src.formulations.base import AcceptsAll, Backend
 from convjax._src.formulations.fft import FFTBackend
 from convjax._src.formulations.gather import GatherBackend
@@ -35,6 +36,7 @@ class Features(NamedTuple):
     window: int  # the largest window size
     narrow: bool  # at most NARROW_GROUP input channels per group
     spectrum_bytes: int  # the kernel's spectrum on the FFT grid (C_in / groups · C_out · F)
+    integer: bool = False  # integer operands (exact sums: no FFT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Rule:
     narrow: bool | None = None
     min_window: int | None = None
     max_spectrum_bytes: int | None = None
+    integer: bool | None = None
 
     def matches(self, f: Features) -> bool:
         wanted = {
@@ -60,6 +63,7 @@ class Rule:
             "strided": self.strided,
             "dilated": self.dilated,
             "narrow": self.narrow,
+            "integer": self.integer,
         }
         if any(v is not None and getattr(f, k) != v for k, v in wanted.items()):
             return False
@@ -94,6 +98,7 @@ TABLE: tuple[Rule, ...] = (
         strided=False,
         min_window=9,
         max_spectrum_bytes=FFT_SPECTRUM_LIMIT,
+        integer=False,
     ),
     Rule(
         "fft",
@@ -104,6 +109,7 @@ TABLE: tuple[Rule, ...] = (
         strided=False,
         min_window=15,
         max_spectrum_bytes=FFT_SPECTRUM_LIMIT,
+        integer=False,
     ),
     Rule(
         "taps",
@@ -138,7 +144,12 @@ TABLE: tuple[Rule, ...] = (
 
 
 def features(
-    spec: ConvSpec, x_shape: Sequence[int], kernel_shape: Sequence[int], *, transposed: bool
+    spec: ConvSpec,
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    transposed: bool,
+    dtype: Any = "float32",
 ) -> Features:
     """The table's view of one convolution on the default platform."""
     window = tuple(kernel_shape[: spec.ndim])
@@ -159,6 +170,7 @@ def features(
         window=max(window),
         narrow=c_per_group <= NARROW_GROUP,
         spectrum_bytes=8 * (grid // 2 + 1) * c_per_group * kernel_shape[-1],
+        integer=dtype_kind(dtype) == "int",
     )
 
 
@@ -167,9 +179,12 @@ def rule_for(f: Features) -> Rule:
     return next(rule for rule in TABLE if rule.matches(f))
 
 
-def choose(spec: ConvSpec, x_shape, kernel_shape, *, transposed: bool = False) -> str:
+def choose(
+    spec: ConvSpec, x_shape, kernel_shape, *, transposed: bool = False, dtype: Any = "float32"
+) -> str:
     """The formulation ``impl="auto"`` runs for this convolution."""
-    return rule_for(features(spec, x_shape, kernel_shape, transposed=transposed)).formulation
+    found = features(spec, x_shape, kernel_shape, transposed=transposed, dtype=dtype)
+    return rule_for(found).formulation
 
 
 # The formulations the table chooses among, by the names its rows use.
@@ -195,12 +210,13 @@ class AutoBackend(AcceptsAll):
     accepts: ClassVar[str] = "every convolution"
     description: ClassVar[str] = "the fastest of the others for the platform and spec (one table)"
 
-    def choose(self, spec, x_shape, kernel_shape) -> Backend:
+    def choose(self, spec, x_shape, kernel_shape, dtype="float32") -> Backend:
         """The formulation this convolution runs on."""
-        return CHOICES[choose(spec, x_shape, kernel_shape, transposed=self.transposed)]
+        options = {"transposed": self.transposed, "dtype": dtype}
+        return CHOICES[choose(spec, x_shape, kernel_shape, **options)]
 
     def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
-        backend = self.choose(spec, x.shape, kernel.shape)
+        backend = self.choose(spec, x.shape, kernel.shape, x.dtype)
         return backend(
             x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
         )

@@ -8,7 +8,8 @@ groups, C_out]`` and returning ``[B, *out_spatial, C_out]``.  All compute
 
 where ``pad`` is the spec's padding mode, ``C = C_in / groups`` and ``J = C_out / groups``.
 ``refuses(spec, x_shape, kernel_shape)`` says why a backend cannot run a convolution (``None``
-when it can); it is asked before any array work.
+when it can), and ``kinds`` which dtypes it computes (floating, complex, integer; all where it
+has no such attribute); both are asked before any array work.
 
 A backend may also give the two transposes of its convolution, ``input_gradient`` (``Aᵀ g``)
 and ``kernel_gradient`` (``Σ_o x[o·s + t·d] ⊗ g[o]``), returning ``None`` where it has no rule of
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src.checks import DTypeLike, PrecisionLike
+from convjax._src.checks import DTYPE_KINDS, DTypeLike, PrecisionLike, dtype_kind
 from convjax._src.spec import ConvSpec
 
 # jnp.pad's name for each padding mode.
@@ -54,7 +55,9 @@ class Backend(Protocol):
 
 
 class AcceptsAll:
-    """Mixin for backends that run every convolution."""
+    """Mixin for backends that run every convolution, in every dtype."""
+
+    kinds: ClassVar[tuple[str, ...]] = DTYPE_KINDS
 
     def refuses(self, spec, x_shape, kernel_shape) -> str | None:
         return None
@@ -74,10 +77,12 @@ def unpadded(spec: ConvSpec) -> ConvSpec:
 
 
 def accumulation_dtype(dtype: Any, preferred_element_type: Any = None) -> np.dtype:
-    """Half precision sums in float32, as XLA's convolutions do; otherwise the dtype given."""
+    """Half-precision floats sum in float32, as XLA's convolutions do; otherwise the dtype
+    given (integers sum in their result dtype and wrap around, as NumPy's do)."""
     if preferred_element_type is not None:
         return np.dtype(preferred_element_type)
-    return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else np.dtype(dtype)
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype_kind(dtype) == "float" and dtype.itemsize < 4 else dtype
 
 
 def spatial_letters(ndim: int) -> str:

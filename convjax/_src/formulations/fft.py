@@ -25,6 +25,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 from jax import lax
 
+from convjax._src.checks import dtype_kind
 from convjax._src.formulations.base import accumulation_dtype, pad
 from convjax._src.spec import ConvSpec
 
@@ -61,8 +62,13 @@ def fft_conv(x, kernel, spec: ConvSpec, *, precision=None, preferred_element_typ
         jnp.zeros((), dtype),
         [*((0, 0, d - 1) for d in spec.dilation), (0, 0, 0), (0, 0, 0)],
     )
-    spectrum = jnp.fft.rfftn(padded, s=grid, axes=axes)  # [B, *F, C_in]
-    response = jnp.conj(jnp.fft.rfftn(dilated, s=grid, axes=tuple(range(ndim))))  # [*F, c, C_out]
+    # A real signal's spectrum is Hermitian: half of it suffices (rfftn); a complex one needs all.
+    complex_valued = dtype_kind(dtype) == "complex"
+    forward = jnp.fft.fftn if complex_valued else jnp.fft.rfftn
+    spectrum = forward(padded, s=grid, axes=axes)  # [B, *F, C_in]
+    # Correlation with k is convolution with k reversed: the spectrum of the reversed kernel is
+    # conj(FFT(conj(k))), which for a real k is conj(FFT(k)).
+    response = jnp.conj(forward(jnp.conj(dilated), s=grid, axes=tuple(range(ndim))))
     groups, c, c_out = spec.groups, kernel.shape[-2], kernel.shape[-1]
     j = c_out // groups
     spectrum = spectrum.reshape(*spectrum.shape[:-1], groups, c)
@@ -72,7 +78,7 @@ def fft_conv(x, kernel, spec: ConvSpec, *, precision=None, preferred_element_typ
     else:
         product = jnp.einsum("b...gc,...cgj->b...gj", spectrum, response, precision=precision)
     product = product.reshape(*product.shape[:-2], c_out)
-    y = jnp.fft.irfftn(product, s=grid, axes=axes)
+    y = (jnp.fft.ifftn if complex_valued else jnp.fft.irfftn)(product, s=grid, axes=axes)
     y = y[(slice(None), *(slice(0, o) for o in out), slice(None))]
     return y.astype(x.dtype if preferred_element_type is None else preferred_element_type)
 
@@ -85,7 +91,10 @@ class FFTBackend:
     output."""
 
     name: str = dataclasses.field(default="fft", init=False)
-    accepts: ClassVar[str] = "strides 1"
+    accepts: ClassVar[str] = (
+        "strides 1; floating and complex dtypes (an FFT of integers is inexact)"
+    )
+    kinds: ClassVar[tuple[str, ...]] = ("float", "complex")
     description: ClassVar[str] = "FFT of the padded input; cost independent of the window"
 
     def refuses(self, spec, x_shape, kernel_shape) -> str | None:

@@ -22,9 +22,10 @@ from flax.nnx import initializers
 
 from convjax._src import formulations, shapes
 from convjax._src.checks import (
-    check_float_dtype,
+    check_dtype,
     check_precision,
     check_preferred_element_type,
+    dtype_kind,
     per_dim,
     reported_as,
 )
@@ -86,8 +87,10 @@ def check_options(op: str, options: dict[str, Any], *, transposed: bool = False)
     if not isinstance(options["use_bias"], bool | np.bool_):
         raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
     check_data_format(op, options.get("data_format", "channels_last"))
-    check_float_dtype(op, "dtype", options["dtype"])
-    check_float_dtype(op, "param_dtype", options["param_dtype"], optional=False)
+    check_dtype(op, "dtype", options["dtype"], kinds=("float", "complex"))
+    check_dtype(
+        op, "param_dtype", options["param_dtype"], optional=False, kinds=("float", "complex")
+    )
     check_precision(op, options["precision"])
     check_preferred_element_type(op, options["preferred_element_type"])
     for name in ("kernel_init", "bias_init"):
@@ -253,27 +256,27 @@ def count(shapes: Shapes) -> int:
 
 
 def promote(op: str, dtype: Any, x: Any, *params: Any) -> tuple[Any, ...]:
-    """Cast ``x`` and the parameters (``None`` stays ``None``) to one floating dtype.
+    """Cast ``x`` and the parameters (``None`` stays ``None``) to one floating or complex dtype.
 
     ``dtype`` if given, else the standard JAX promotion of ``x`` and the parameters' dtypes
-    (Flax's rule), computed explicitly so that it also holds under strict dtype promotion.
+    (Flax's rule), computed explicitly so that it also holds under strict dtype promotion: a
+    complex input and real parameters compute in complex, an integer input in the parameters'
+    dtype.
 
     >>> import jax.numpy as jnp
     >>> x, kernel = jnp.ones(2, jnp.bfloat16), jnp.ones(2, jnp.float32)
     >>> [a.dtype.name for a in promote("Conv", None, x, kernel)]
     ['float32', 'float32']
+    >>> [a.dtype.name for a in promote("Conv", None, jnp.ones(2, jnp.complex64), kernel)]
+    ['complex64', 'complex64']
     """
     if dtype is None:
         dtypes = [jnp.asarray(a).dtype for a in (x, *params) if a is not None]
         with jax.numpy_dtype_promotion("standard"):
             dtype = jnp.result_type(*dtypes)
-        if not jnp.issubdtype(dtype, jnp.floating):
+        if dtype_kind(dtype) not in ("float", "complex"):
             dtype = jnp.float32
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"{op}: dtype must be a floating dtype (float16, bfloat16, float32, float64), got "
-            f"{np.dtype(dtype).name}."
-        )
+    check_dtype(op, "dtype", dtype, kinds=("float", "complex"))
     return tuple(None if a is None else jnp.asarray(a, dtype) for a in (x, *params))
 
 

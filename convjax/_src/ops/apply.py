@@ -53,7 +53,7 @@ def apply(
     flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
     problem = primitive.Problem(
         spec=spec,
-        backend=concrete(backend, spec, flat.shape, kernel.shape),
+        backend=concrete(backend, spec, flat.shape, kernel.shape, x.dtype),
         x_shape=tuple(flat.shape),
         kernel_shape=tuple(kernel.shape),
         x_dtype=np.dtype(x.dtype),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from convjax._src.formulations.auto import Rule, features, rule_for
 from convjax._src.ops.conv import make_spec
@@ -10,13 +11,19 @@ from convjax._src.ops.transpose import transpose_operator
 
 
 def auto_choice(
-    input_shape: Sequence[int], kernel_shape: Sequence[int], *, transpose: bool = False, **options
+    input_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    transpose: bool = False,
+    dtype: Any = "float32",
+    **options: Any,
 ) -> Rule:
     """The row of the table ``impl="auto"`` follows for a convolution of these shapes on the
     default platform: its formulation and the measurement behind it.
 
     ``options`` are :func:`~convjax.conv`'s (or, with ``transpose=True``,
-    :func:`~convjax.conv_transpose`'s), and ``kernel_shape`` is the kernel that function takes.
+    :func:`~convjax.conv_transpose`'s), ``kernel_shape`` is the kernel that function takes, and
+    ``dtype`` the operands' (integers never run on the FFT).
 
     >>> import convjax
     >>> convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation
@@ -28,4 +35,5 @@ def auto_choice(
         spec, x_shape = operator.spec, operator.input_shape
     else:
         spec, x_shape = make_spec(op, input_shape, kernel_shape, **options), input_shape
-    return rule_for(features(spec, x_shape, kernel_shape, transposed=transpose))
+    found = features(spec, x_shape, kernel_shape, transposed=transpose, dtype=dtype)
+    return rule_for(found)

@@ -314,5 +314,5 @@ def checked(
     check_dtypes(op, x.dtype, kernel.dtype)
     check_precision(op, precision)
     check_preferred_element_type(op, preferred_element_type, x.dtype)
-    formulations.check_accepts(op, backend, spec, x.shape, kernel.shape)
+    formulations.check_accepts(op, backend, spec, x.shape, kernel.shape, x.dtype)
     return spec, backend

@@ -219,7 +219,7 @@ def _separable_spec(
     window = tuple(shape[0] for shape in shapes)
     kernel_shape = (*window, x.shape[-1] // groups, c_out)
     spec = make_spec(op, x.shape, kernel_shape, **options)
-    formulations.check_accepts(op, backend, spec, x.shape, kernel_shape)
+    formulations.check_accepts(op, backend, spec, x.shape, kernel_shape, x.dtype)
     return spec, backend
 
 

@@ -397,6 +397,9 @@ def conv_transpose(
     check_dtypes(op, x.dtype, kernel.dtype)
     check_precision(op, precision)
     check_preferred_element_type(op, preferred_element_type, x.dtype)
+    formulations.check_accepts(
+        op, operator.backend, operator.spec, operator.input_shape, kernel.shape, x.dtype
+    )
     if preferred_element_type is not None:
         x, kernel = x.astype(preferred_element_type), kernel.astype(preferred_element_type)
     return operator.transpose(kernel, precision=precision)(x)

@@ -1,0 +1,130 @@
+"""Complex and integer convolutions, as lax and PyTorch compute them.
+
+Complex: every formulation (the FFT included) against the float64 reference applied to real and
+imaginary parts, forward, transposed and both gradients; gradients follow JAX's convention for
+complex autodiff (``jax.vjp`` of a linear map is its plain transpose, no conjugate), which is
+what ``impl="lax"`` gives.  Integers: exact against an integer reference, wrapping around in the
+result dtype like NumPy's integers, with ``preferred_element_type`` for the wide sums.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from flax import nnx
+
+import convjax
+
+FORMULATIONS = [f.name for f in convjax.formulations()]
+OPTIONS = dict(strides=1, padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2)
+REF = dict(strides=(1, 1), padding=[(1, 0), (2, 1)], dilation=(1, 2), groups=2)
+
+
+def complex_reference(fn, a, b, *args, **options):
+    """A bilinear reference on complex operands, from its real form: four real products."""
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    f = functools.partial(fn, **options)
+    return (f(ar, br, *args) - f(ai, bi, *args)) + 1j * (f(ar, bi, *args) + f(ai, br, *args))
+
+
+def complex_array(rng, shape):
+    return rng.uniform(-1, 1, shape) + 1j * rng.uniform(-1, 1, shape)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_complex_forward_transpose_and_gradients(formulation):
+    rng = np.random.default_rng(0)
+    x, k = complex_array(rng, (2, 7, 9, 4)), complex_array(rng, (3, 2, 2, 6))
+    conv = functools.partial(convjax.conv, impl=formulation, **OPTIONS)
+    y = complex_reference(reference.conv, x, k, **REF)
+    g = complex_array(rng, y.shape)
+
+    @jax.jit
+    def run(x, k, g):
+        out, vjp = jax.vjp(conv, x, k)
+        back = convjax.conv_transpose(g, k, impl=formulation, output_shape=(7, 9), **OPTIONS)
+        return out, *vjp(g), back
+
+    out, dx, dk, back = run(jnp.asarray(x), jnp.asarray(k), jnp.asarray(g))
+    assert out.dtype == dx.dtype == dk.dtype == back.dtype == jnp.complex128
+    want_dx = complex_reference(reference.conv_transpose, g, k, x.shape[1:], **REF)
+    want_dk = complex_reference(
+        lambda g, x, shape, **o: reference.kernel_gradient(x, g, shape, **o), g, x, k.shape, **REF
+    )
+    for actual, want in ((out, y), (dx, want_dx), (dk, want_dk), (back, want_dx)):
+        np.testing.assert_allclose(actual, want, rtol=1e-10, atol=1e-10)
+    # JAX's own convention, as lax gives it.
+    lax_grads = jax.vjp(functools.partial(convjax.conv, impl="lax", **OPTIONS), x, k)[1](g)
+    np.testing.assert_allclose(dx, lax_grads[0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dk, lax_grads[1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("formulation", [f for f in FORMULATIONS if f != "fft"])
+@pytest.mark.parametrize("dtype, result", [("int8", "int32"), ("int8", None), ("int16", "int64")])
+def test_integers_are_exact(formulation, dtype, result):
+    rng = np.random.default_rng(1)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (2, 6, 7, 4), endpoint=True).astype(dtype)
+    k = rng.integers(info.min, info.max, (3, 2, 2, 6), endpoint=True).astype(dtype)
+    y = convjax.conv(
+        jnp.asarray(x), jnp.asarray(k), impl=formulation, preferred_element_type=result, **OPTIONS
+    )
+    exact = reference.conv(x, k, **REF)  # float64 holds these sums exactly (< 2⁵³)
+    want = exact.astype(np.int64).astype(result or dtype)  # wraps around, as NumPy's integers
+    assert y.dtype == np.dtype(result or dtype)
+    np.testing.assert_array_equal(y, want)
+
+
+def test_the_fft_refuses_integers_and_auto_never_picks_it_for_them():
+    x, k = jnp.ones((1, 64, 64, 32), jnp.int8), jnp.ones((15, 15, 32, 32), jnp.int8)
+    with pytest.raises(
+        ValueError,
+        match=r"conv: impl='fft' cannot run this convolution: it "
+        r"computes floating and complex dtypes, got int8",
+    ):
+        convjax.conv(x, k, impl="fft")
+    options = dict(padding="SAME")
+    assert convjax.auto_choice(x.shape, k.shape, **options).formulation == "fft"
+    assert convjax.auto_choice(x.shape, k.shape, dtype="int8", **options).formulation != "fft"
+    y = convjax.conv(x[:, :20, :20], k, preferred_element_type=jnp.int32, **options)
+    assert int(y[0, 10, 10, 0]) == 15 * 15 * 32
+
+
+@pytest.mark.parametrize("framework", ["nnx", "linen"])
+def test_layers_take_complex_parameters_and_complex_inputs(framework):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(complex_array(rng, (2, 6, 6, 3)), jnp.complex64)
+    if framework == "nnx":
+        layer = convjax.nnx.Conv(3, 4, (3, 3), param_dtype=jnp.complex64, rngs=nnx.Rngs(0))
+        kernel, bias, y = layer.kernel[...], layer.bias[...], layer(x)
+        real = convjax.nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0))
+        y_real_params, real_kernel = real(x), real.kernel[...]
+    else:
+        layer = convjax.linen.Conv(4, (3, 3), param_dtype=jnp.complex64)
+        params = layer.init(jax.random.key(0), x)
+        kernel, bias = params["params"]["kernel"], params["params"]["bias"]
+        y = layer.apply(params, x)
+        real = convjax.linen.Conv(4, (3, 3))
+        real_params = real.init(jax.random.key(0), x)
+        y_real_params, real_kernel = real.apply(real_params, x), real_params["params"]["kernel"]
+    assert kernel.dtype == bias.dtype == y.dtype == jnp.complex64
+    assert np.abs(np.asarray(kernel).imag).max() > 0  # complex initialisation
+    want = complex_reference(
+        reference.conv,
+        np.asarray(x),
+        np.asarray(kernel),
+        **dict(REF, padding=[(0, 0), (0, 0)], dilation=(1, 1), groups=1),
+    )
+    np.testing.assert_allclose(y, want + np.asarray(bias), rtol=1e-5, atol=1e-5)
+    # A complex input through real parameters is the complex convolution, not its real part.
+    assert y_real_params.dtype == jnp.complex64
+    want = complex_reference(
+        reference.conv,
+        np.asarray(x),
+        np.asarray(real_kernel) + 0j,
+        **dict(REF, padding=[(0, 0), (0, 0)], dilation=(1, 1), groups=1),
+    )
+    np.testing.assert_allclose(y_real_params, want, rtol=1e-5, atol=1e-5)
