@@ -234,6 +234,38 @@ def test_channels_first():
     check(fn, x, k, "2x4", P("b", None, "x"))
 
 
+@pytest.mark.parametrize("impl", FORMULATIONS)
+@pytest.mark.parametrize(
+    "x_spec, k_spec",
+    [
+        (P(None, None, None, "x"), P()),  # channels split: gathered first
+        (P("b", None, None, "x"), P()),  # batch and channels
+        (P("b", "x"), P(None, None, None, "b")),  # a kernel split over its output channels
+    ],
+    ids=["channels", "batch-and-channels", "kernel-outputs"],
+)
+def test_channels_and_kernels_sharded(impl, x_spec, k_spec):
+    """Inputs split along their channels and kernels split at all run gathered along those axes
+    (a convolution contracts over channels): the values and gradients of one device, every
+    gradient sharded like its operand, the result along batch and spatial dims like x's."""
+    x, k = operands((4, 8, 8, 4), (3, 3, 4, 4))
+    fn = jax.jit(functools.partial(convjax.conv, padding="SAME", impl=impl))
+    cotangent = np.random.default_rng(1).standard_normal((4, 8, 8, 4))
+
+    def value_and_grads(a, kernel, g):
+        y, vjp = jax.vjp(fn, a, kernel)
+        return y, *vjp(g)
+
+    expected = value_and_grads(x, k, cotangent)
+    xs = jax.device_put(x, NamedSharding(mesh("2x4"), x_spec))
+    ks = jax.device_put(np.asarray(k), NamedSharding(mesh("2x4"), k_spec))
+    y, gx, gk = jax.jit(value_and_grads)(xs, ks, cotangent)
+    for actual, want in zip((y, gx, gk), expected, strict=True):
+        np.testing.assert_allclose(np.asarray(actual), np.asarray(want), atol=1e-10, rtol=1e-10)
+    assert same_spec(gx.sharding.spec, x_spec) and same_spec(gk.sharding.spec, k_spec)
+    assert same_spec(y.sharding.spec, P(*[e for e in x_spec][:3]))
+
+
 def test_deconvolve_wiener():
     """The Wiener filter's FFTs span whole spatial axes: each device gets whole images of its
     batch block (gathered along the spatial axes), and the result is split like ``y`` again."""
