@@ -56,6 +56,9 @@ class LaxBackend(AcceptsAll):
     gradient (so a non-finite weight meeting padding gives no ``0 · inf = NaN`` there), and a
     grouped convolution mixes the groups, so a NaN or inf in one group makes the other groups'
     outputs at that position NaN.  The other direct backends follow the rule exactly.
+
+    Cost: XLA:CPU computes a depthwise convolution's kernel gradient as a dense ``C × C``
+    convolution whose diagonal it keeps (``C`` times the work); ``auto`` runs taps there.
     """
 
     name: str = dataclasses.field(default="lax", init=False)
