@@ -1,8 +1,9 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
-from convjax import from_torch, linen, nnx, streaming, viz
+from convjax import autotune, from_torch, linen, nnx, streaming, viz
 from convjax._src.formulations import (
     AutoBackend,
+    AutotuneBackend,
     FFTBackend,
     Formulation,
     GatherBackend,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoBackend",
+    "AutotuneBackend",
     "AxisHalo",
     "AxisIndexMap",
     "ConvSpec",
@@ -68,6 +70,7 @@ __all__ = [
     "SeparableFactors",
     "TapsBackend",
     "auto_choice",
+    "autotune",
     "conv",
     "conv_output_size",
     "conv_transpose",

@@ -5,6 +5,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from convjax._src.formulations import REGISTRY
+
 # Relative tolerance per dtype, applied as |a - b| <= tol * (1 + |b|) * sqrt(fan_in).
 TOLERANCE = {
     np.dtype(np.float64): 1e-12,
@@ -14,6 +16,11 @@ TOLERANCE = {
 }
 
 IMPLS = ("lax", "gather")
+
+# The formulations that compute (not the choosers, auto and autotune, which run one of them),
+# and those with the default: what the property tests iterate.
+COMPUTING = tuple(name for name, b in REGISTRY.items() if not hasattr(b, "choose"))
+FORMULATIONS = ("auto", *COMPUTING)
 
 
 def operands(case, dtype=np.float64, seed=0):

@@ -11,7 +11,10 @@ import convjax
 
 NAMESPACES = {
     "convjax": convjax,
-    **{name: getattr(convjax, name) for name in ("nnx", "linen", "viz", "streaming", "from_torch")},
+    **{
+        name: getattr(convjax, name)
+        for name in ("nnx", "linen", "viz", "streaming", "from_torch", "autotune")
+    },
 }
 PUBLIC = [
     (namespace, name, getattr(module, name))

@@ -16,11 +16,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import FORMULATIONS
 
 import convjax
 from convjax._src.formulations import taps
 
-FORMULATIONS = [f.name for f in convjax.formulations()]
 LIMIT = 4.0  # gradient FLOPs / forward FLOPs
 
 VARIANTS = {

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import reference
 from flax import nnx
+from helpers import FORMULATIONS
 
 import convjax
 
-FORMULATIONS = [f.name for f in convjax.formulations()]
 OPTIONS = dict(strides=1, padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2)
 REF = dict(strides=(1, 1), padding=[(1, 0), (2, 1)], dilation=(1, 2), groups=2)
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import reference
 from cases import CASES, case_id, configs, make_case
-from helpers import TOLERANCE, assert_close, fan_in, operands
+from helpers import COMPUTING, TOLERANCE, assert_close, fan_in, operands
 from hypothesis import given
 
 import convjax
 from convjax._src import formulations
 from convjax._src.formulations import auto as dispatch
 
-FORMULATIONS = [f.name for f in convjax.formulations() if f.name != "auto"]
+FORMULATIONS = COMPUTING
 
 
 def accepted(formulation, case):
@@ -102,7 +102,7 @@ def test_fft_refuses_strides_clearly():
 
 def test_formulations_lists_every_name_impl_accepts():
     names = [f.name for f in convjax.formulations()]
-    assert names == ["auto", "lax", "gather", "taps", "fft"]
+    assert names == ["auto", "lax", "gather", "taps", "fft", "autotune"]
     x, kernel = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2))
     for name in names:
         assert convjax.conv(x, kernel, impl=name).shape == (1, 4, 4, 2)

@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
+from helpers import FORMULATIONS
 
 import convjax
-
-FORMULATIONS = [f.name for f in convjax.formulations()]
 
 KINDS = {
     "dense": dict(

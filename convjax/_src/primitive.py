@@ -36,7 +36,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import PartitionSpec
 
-from convjax._src.formulations.base import Backend
+from convjax._src.formulations.base import Backend, input_gradient, kernel_gradient
 from convjax._src.spec import ConvSpec
 
 ROLES = ("forward", "input", "kernel")
@@ -80,7 +80,8 @@ class Problem:
         return self.kernel_shape, self.kernel_dtype
 
     @property
-    def preferred_element_type(self) -> np.dtype | None:
+    def pet(self) -> np.dtype | None:
+        """The forward's ``preferred_element_type``."""
         return None if self.y_dtype == self.x_dtype else self.y_dtype
 
 
@@ -97,35 +98,16 @@ def _evaluate(a, b, *, problem: Problem, role: str):
     shape, dtype = problem.result(role)
     if 0 in shape or 0 in a.shape or 0 in b.shape:  # an empty result, or a sum of nothing
         return jnp.zeros_like(a, dtype, shape=shape)  # varying like a inside a shard_map
-    backend, spec = problem.backend, problem.spec
-    options = {"precision": problem.precision}
-    pet = problem.preferred_element_type
-
-    def forward(x, kernel):
-        return backend(x, kernel, spec, preferred_element_type=pet, **options)
-
+    options = {"precision": problem.precision, "preferred_element_type": problem.pet}
     if role == "forward":
-        out = forward(a, b)
+        out = problem.backend(a, b, problem.spec, **options)
     elif role == "input":
-        rule = getattr(backend, "input_gradient", None)
-        out = None if rule is None else rule(a, b, spec, problem.x_shape, **options)
-        if out is None:
-            x = _example(a, problem.x_shape, problem.x_dtype)
-            (out,) = jax.linear_transpose(lambda x: forward(x, b), x)(a)
+        x = (problem.x_shape, problem.x_dtype)
+        out = input_gradient(problem.backend, a, b, problem.spec, *x, **options)
     else:
-        rule = getattr(backend, "kernel_gradient", None)
-        out = None if rule is None else rule(a, b, spec, problem.kernel_shape, **options)
-        if out is None:
-            kernel = _example(b, problem.kernel_shape, problem.kernel_dtype)
-            (out,) = jax.linear_transpose(lambda kernel: forward(a, kernel), kernel)(b)
+        kernel = (problem.kernel_shape, problem.kernel_dtype)
+        out = kernel_gradient(problem.backend, a, b, problem.spec, *kernel, **options)
     return out.astype(dtype)
-
-
-def _example(like, shape, dtype):
-    """An example value of ``shape`` and ``dtype`` for ``jax.linear_transpose`` (which reads only
-    its type), varying over the manual mesh axes ``like`` varies over inside a ``shard_map``: a
-    transpose taken against an invariant input would sum the cotangent over those axes."""
-    return jnp.zeros_like(like, dtype, shape=shape)
 
 
 def _varying(aval) -> frozenset:

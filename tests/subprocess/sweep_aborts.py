@@ -79,6 +79,7 @@ def everything(x_shape, k_shape, strides, padding, groups):
 
     def run(x, k, params):
         out = [jax.grad(loss(impl), argnums=(0, 1))(x, k) for impl in ("auto", "lax")]
+
         def grad_x(x):
             return jax.grad(loss("lax"))(x, k)
 

@@ -14,7 +14,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from convjax._src.checks import DTYPE_KINDS, dtype_kind
+from convjax._src.formulations import autotune
 from convjax._src.formulations.auto import AutoBackend
+from convjax._src.formulations.autotune import AutotuneBackend
 from convjax._src.formulations.base import Backend
 from convjax._src.formulations.fft import FFTBackend
 from convjax._src.formulations.gather import GatherBackend
@@ -25,7 +27,14 @@ KIND_WORDS = {"float": "floating", "complex": "complex", "int": "integer"}
 
 REGISTRY: dict[str, Backend] = {
     backend.name: backend
-    for backend in (AutoBackend(), LaxBackend(), GatherBackend(), TapsBackend(), FFTBackend())
+    for backend in (
+        AutoBackend(),
+        LaxBackend(),
+        GatherBackend(),
+        TapsBackend(),
+        FFTBackend(),
+        AutotuneBackend(),
+    )
 }
 
 # A formulation's name (see convjax.formulations()) or a backend instance.
@@ -45,7 +54,7 @@ def formulations() -> tuple[Formulation, ...]:
 
     >>> import convjax
     >>> [f.name for f in convjax.formulations()]
-    ['auto', 'lax', 'gather', 'taps', 'fft']
+    ['auto', 'lax', 'gather', 'taps', 'fft', 'autotune']
     """
     return tuple(Formulation(n, b.accepts, b.description) for n, b in REGISTRY.items())
 
@@ -93,7 +102,10 @@ def check_accepts(op: str, backend: Backend, spec, x_shape, kernel_shape, dtype=
 
 
 def concrete(backend: Backend, spec, x_shape, kernel_shape, dtype) -> Backend:
-    """The backend that computes: a choosing backend's (``auto``) choice, else ``backend``."""
+    """The backend that computes: a choosing backend's (``auto``, ``autotune``) choice, else
+    ``backend``; ``auto`` autotunes where ``autotune.enable()`` says so."""
+    if isinstance(backend, AutoBackend) and autotune.enabled():
+        backend = AutotuneBackend(transposed=backend.transposed)
     choose = getattr(backend, "choose", None)
     if choose is None:
         return backend
@@ -103,6 +115,7 @@ def concrete(backend: Backend, spec, x_shape, kernel_shape, dtype) -> Backend:
 __all__ = [
     "REGISTRY",
     "AutoBackend",
+    "AutotuneBackend",
     "Backend",
     "FFTBackend",
     "Formulation",

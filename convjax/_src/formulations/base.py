@@ -88,3 +88,43 @@ def accumulation_dtype(dtype: Any, preferred_element_type: Any = None) -> np.dty
 def spatial_letters(ndim: int) -> str:
     """Dimension letters for ``lax.conv_general_dilated``'s dimension numbers."""
     return "DHW"[-ndim:] if ndim <= 3 else "".join(chr(ord("a") + i) for i in range(ndim))
+
+
+def input_gradient(
+    backend, g, kernel, spec, x_shape, x_dtype, *, precision=None, preferred_element_type=None
+):
+    """``Aᵀ g``, the cotangent of ``x`` for the cotangent ``g`` of ``backend``'s convolution: the
+    backend's own rule where it has one, else JAX's transpose of its forward.
+    ``preferred_element_type`` is the forward's."""
+    rule = getattr(backend, "input_gradient", None)
+    out = None if rule is None else rule(g, kernel, spec, x_shape, precision=precision)
+    if out is None:
+        x = _example(g, x_shape, x_dtype)
+        forward = lambda x: backend(  # noqa: E731
+            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+        )
+        (out,) = jax.linear_transpose(forward, x)(g)
+    return out
+
+
+def kernel_gradient(
+    backend, x, g, spec, kernel_shape, kernel_dtype, *, precision=None, preferred_element_type=None
+):
+    """``Σ_o x[o·s + t·d] ⊗ g[o]``, the cotangent of the kernel: the backend's own rule where it
+    has one, else JAX's transpose of its forward.  ``preferred_element_type`` is the forward's."""
+    rule = getattr(backend, "kernel_gradient", None)
+    out = None if rule is None else rule(x, g, spec, kernel_shape, precision=precision)
+    if out is None:
+        kernel = _example(g, kernel_shape, kernel_dtype)
+        forward = lambda kernel: backend(  # noqa: E731
+            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+        )
+        (out,) = jax.linear_transpose(forward, kernel)(g)
+    return out
+
+
+def _example(like, shape, dtype):
+    """An example value of ``shape`` and ``dtype`` for ``jax.linear_transpose`` (which reads only
+    its type), varying over the manual mesh axes ``like`` varies over inside a ``shard_map``: a
+    transpose taken against an invariant input would sum the cotangent over those axes."""
+    return jnp.zeros_like(like, dtype, shape=shape)

@@ -34,7 +34,7 @@ from convjax._src.checks import (
     op_name,
     per_dim,
 )
-from convjax._src.formulations import AutoBackend, Backend, Impl
+from convjax._src.formulations import AutoBackend, AutotuneBackend, Backend, Impl
 from convjax._src.ops.apply import apply
 from convjax._src.ops.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
@@ -291,7 +291,7 @@ def transpose_operator(
     )
     backend = formulations.resolve(op, impl)
     formulations.check_accepts(op, backend, spec, input_shape, kernel_shape)
-    if isinstance(backend, AutoBackend):  # choose for the transposed conv's own cost
+    if isinstance(backend, AutoBackend | AutotuneBackend):  # choose for the transposed conv
         backend = dataclasses.replace(backend, transposed=True)
     covered = spec.output_spatial(result, window)
     if any(o < i for o, i in zip(covered, spatial, strict=True)):  # unreachable by construction

@@ -1,0 +1,111 @@
+"""``impl="autotune"``: the fastest formulation on this machine, timed once per convolution and
+kept in memory and on disk; its results are the chosen formulation's, under every
+transformation and in modules; ``enable()`` makes ``auto`` autotune."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import convjax
+from convjax._src.formulations.autotune import AutotuneBackend
+
+X_SHAPE, K_SHAPE = (2, 9, 8, 4), (3, 3, 1, 8)
+OPTIONS = dict(padding="SAME", groups=4)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVJAX_CACHE_DIR", str(tmp_path))
+    return tmp_path / "autotune"
+
+
+def operands(seed=0):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.normal(size=X_SHAPE)), jnp.asarray(rng.normal(size=K_SHAPE))
+
+
+def chosen(x_shape=X_SHAPE, kernel_shape=K_SHAPE, dtype="float64", **options):
+    spec = convjax.make_spec("test", x_shape, kernel_shape, **(OPTIONS | options))
+    return AutotuneBackend().choose(spec, x_shape, kernel_shape, dtype).name
+
+
+def test_results_are_the_chosen_formulations_under_every_transformation(cache):
+    x, k = operands()
+    name = chosen()
+    assert name in ("lax", "gather", "taps", "fft")
+    for transform in (
+        lambda f: f,
+        jax.jit,
+        lambda f: jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)),
+        lambda f: lambda x, k: jax.jvp(f, (x, k), (x, k)),
+        lambda f: lambda x, k: jax.vmap(f, in_axes=(None, 0))(x, jnp.stack([k, 2 * k])),
+    ):
+        got = transform(lambda x, k: convjax.conv(x, k, impl="autotune", **OPTIONS))(x, k)
+        want = transform(lambda x, k: convjax.conv(x, k, impl=name, **OPTIONS))(x, k)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(a, b)
+    layer = convjax.nnx.DepthwiseConv(
+        4, (3, 3), depth_multiplier=2, padding="SAME", impl="autotune", rngs=nnx.Rngs(0)
+    )
+    same = convjax.nnx.DepthwiseConv(
+        4, (3, 3), depth_multiplier=2, padding="SAME", impl=name, rngs=nnx.Rngs(0)
+    )
+    np.testing.assert_array_equal(layer(x), same(x))
+    summary = convjax.autotune.summary()
+    assert "x (2, 9, 8, 4) kernel (3, 3, 1, 8) float64" in summary and "timed" in summary
+    records = [json.loads(p.read_text()) for p in cache.glob("*.json")]
+    assert any(r["choice"] == name and set(r["timings_ms"]) >= {"lax", "taps"} for r in records)
+
+
+def test_a_later_process_reads_the_choice_from_disk(cache):
+    chosen((1, 12, 4), (3, 4, 4), groups=1, padding="VALID")
+    script = (
+        "import jax, jax.numpy as jnp, convjax\n"
+        "jax.config.update('jax_enable_x64', True)\n"
+        "convjax.conv(jnp.ones((1, 12, 4)), jnp.ones((3, 4, 4)), impl='autotune')\n"
+        "print(convjax.autotune.summary())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(cache;" in result.stdout, result.stdout
+
+
+def test_concurrent_processes_leave_one_valid_file(cache):
+    script = (
+        "import jax.numpy as jnp, convjax\n"
+        "convjax.conv(jnp.ones((1, 10, 3)), jnp.ones((2, 3, 5)), impl='autotune')\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy()) for _ in range(2)
+    ]
+    assert [p.wait() for p in processes] == [0, 0]
+    files = list(cache.glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["choice"]
+    assert not list(cache.glob("*.tmp"))
+
+
+def test_enable_makes_auto_autotune():
+    x, k = operands(1)
+    before = convjax.autotune.summary()
+    with convjax.autotune.enable():
+        assert convjax.autotune.enabled()
+        convjax.conv(x[:, :5], k, impl="auto", **OPTIONS)
+    assert not convjax.autotune.enabled()
+    assert convjax.autotune.summary() != before
+    assert "x (2, 5, 8, 4)" in convjax.autotune.summary()
+
+
+def test_a_transposed_conv_is_tuned_as_one():
+    y = jnp.ones((2, 4, 4, 8))
+    back = convjax.conv_transpose(y, jnp.ones((3, 3, 2, 8)), strides=2, impl="autotune")
+    assert back.shape == (2, 9, 9, 2)
+    assert "transposed x (2, 9, 9, 2) kernel (3, 3, 2, 8)" in convjax.autotune.summary()
