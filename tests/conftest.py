@@ -10,6 +10,8 @@ Two profiles, chosen by ``CONVJAX_HYPOTHESIS_PROFILE``:
 
 import os
 import pathlib
+import signal
+import threading
 
 PROFILE = os.environ.get("CONVJAX_HYPOTHESIS_PROFILE", "default")
 if PROFILE != "thorough":  # before JAX starts a backend; notebook kernels inherit it
@@ -27,6 +29,10 @@ jax.config.update(
     os.environ.get(
         "CONVJAX_TEST_JAX_CACHE", str(pathlib.Path(__file__).parents[1] / ".pytest_cache" / "jax")
     ),
+)
+# Autotuned choices stay beside it, out of the user's own cache folder.
+os.environ.setdefault(
+    "CONVJAX_CACHE_DIR", str(pathlib.Path(__file__).parents[1] / ".pytest_cache" / "convjax")
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -48,3 +54,24 @@ hypothesis.settings.register_profile(
     derandomize=False,
 )
 hypothesis.settings.load_profile(PROFILE)
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker ignores SIGINT once its tests are done, so a passing run ends cleanly.
+
+    When the controller has every result it tells the workers to exit; execnet's worker gives
+    its main thread 5 seconds to return, then sends its own process a SIGINT
+    (``WorkerGateway._terminate_execution``).  A worker with a large heap can still be inside
+    pytest's final ``gc.collect()`` (``unraisableexception``'s unconfigure) by then, and the
+    signal's KeyboardInterrupt is raised in the first Python code the collector runs: a gc
+    callback, hypothesis' ``gc_callback`` (``internal/conjecture/junkdrawer.py``, inserted first
+    in ``gc.callbacks``) or JAX's.  A gc callback cannot raise, so the interrupt is printed as an
+    ignored exception with its traceback.  Nothing is left to interrupt by then: this hook runs
+    just before the worker reports it has finished, and from there on the worker ignores SIGINT
+    (execnet still ends a worker stuck for 10 more seconds with ``os._exit``).  The controller,
+    and a run without xdist, keep Ctrl-C.
+    """
+    if hasattr(session.config, "workerinput") and threading.current_thread() is (
+        threading.main_thread()
+    ):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,5 +1,7 @@
 """Bad input raises ValueError / TypeError at trace time, naming op, argument, rule and value."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -86,15 +88,15 @@ K = jnp.zeros((3, 3, 4, 6), jnp.float32)
             K,
             {"impl": "cudnn"},
             ValueError,
-            r"impl must be one of \('auto', 'lax', 'gather', 'taps', 'fft'\)",
+            r"impl must be one of \('auto', 'lax', 'gather', 'taps', 'fft'.*got 'cudnn'",
         ),
         (X, K, {"impl": 3}, TypeError, r"impl must be one of"),
         (
-            X.astype(jnp.int32),
-            K.astype(jnp.int32),
+            X.astype(jnp.bool_),
+            K.astype(jnp.bool_),
             {},
             TypeError,
-            r"x must have a floating dtype .* got int32",
+            r"x must have a floating \(.*\), complex \(.*\) or integer \(.*\) dtype, got bool",
         ),
         (
             X,
@@ -128,3 +130,115 @@ def test_errors_name_the_calling_function():
         convjax.output_shape((8, 8, 4), (3, 3, 4, 4), strides=0)
     with pytest.raises(ValueError, match=r"GatherBackend: memory_budget must be >= 1"):
         convjax.GatherBackend(memory_budget=0)
+
+
+# -- porting mistakes: the hint names what is actually wrong -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape, groups, says, not_says",
+    [
+        # PyTorch's NCHW input, a convjax kernel: x is what to fix.
+        (
+            (8, 16, 32, 32),
+            (3, 3, 16, 64),
+            1,
+            r"Likely: x looks channels-first \(axis 1 has 16 = C_in\).*"
+            r"data_format='channels_first'.*jnp\.moveaxis\(x, 1, -1\)\.$",
+            ("kernel's last two axes", "PyTorch's [C_out"),
+        ),
+        # A channels-last x, a kernel with in/out swapped (PyTorch's [out, in] moved last).
+        (
+            (8, 28, 28, 16),
+            (3, 3, 32, 16),
+            1,
+            r"Likely: the kernel's last two axes look swapped, \[\*window, C_out, C_in // groups\] "
+            r"\(kernel\.shape\[-1\] = 16 = C_in // groups\).*jnp\.swapaxes\(kernel, -1, -2\)\.$",
+            ("x looks channels-first", "PyTorch's [C_out"),
+        ),
+        (
+            (8, 9, 9, 8),
+            (3, 3, 6, 4),
+            2,
+            r"kernel's last two axes look swapped.*kernel\.shape\[-1\] = 4 = C_in // groups",
+            ("x looks channels-first",),
+        ),
+        # A PyTorch-layout kernel [C_out, C_in, kh, kw] with a channels-last x.
+        (
+            (8, 32, 32, 16),
+            (32, 16, 3, 3),
+            1,
+            r"Likely: the kernel looks like PyTorch's \[C_out, C_in // groups, \*window\] layout "
+            r"\(kernel\.shape\[1\] = 16 = C_in // groups\).*from_torch\.conv_kernel\(weight\), "
+            r"i\.e\. jnp\.transpose\(kernel, \(2, 3, 1, 0\)\)\.$",
+            ("x looks channels-first", "swapped"),
+        ),
+        # A depthwise PyTorch kernel [C·m, 1, kh, kw]: the window is read as output channels.
+        (
+            (8, 9, 9, 8),
+            (8, 1, 3, 3),
+            8,
+            r"groups must divide the output channels .* 8 does not divide 3\. Likely: the kernel "
+            r"looks like PyTorch's",
+            ("x looks channels-first",),
+        ),
+        # Both in PyTorch's layouts.
+        (
+            (8, 16, 32, 32),
+            (32, 16, 3, 3),
+            1,
+            r"Likely: x and the kernel both look like PyTorch's layouts \(x axis 1 has 16 = "
+            r"kernel\.shape\[1\] \* groups channels.*data_format='channels_first' and convert "
+            r"the kernel",
+            ("swapped",),
+        ),
+    ],
+)
+def test_a_channel_mismatch_hint_names_what_is_wrong(x_shape, kernel_shape, groups, says, not_says):
+    x, kernel = jnp.zeros(x_shape, jnp.float32), jnp.zeros(kernel_shape, jnp.float32)
+    with pytest.raises(ValueError, match=r"^conv: ") as excinfo:
+        convjax.conv(x, kernel, groups=groups)
+    message = str(excinfo.value)
+    assert re.search(says, message), message
+    assert message.count("Likely:") == 1 and "; or " not in message, message
+    for phrase in not_says:
+        assert phrase not in message, message
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape, likely, also",
+    [
+        # 32x32 images of 16 channels and a swapped kernel, or 32x16 images of 32 channels.
+        (
+            (8, 32, 32, 16),
+            (3, 3, 32, 16),
+            "the kernel's last two axes look swapped",
+            "x looks channels-first (axis 1 has 32 = C_in)",
+        ),
+        # NCHW RGB 32x32 images, or 3x32 images of 32 channels and a swapped kernel.
+        (
+            (2, 3, 32, 32),
+            (3, 3, 3, 32),
+            "x looks channels-first (axis 1 has 3 = C_in)",
+            "the kernel's last two axes look swapped",
+        ),
+    ],
+)
+def test_a_hint_that_fits_two_mistakes_names_both_square_images_first(
+    x_shape, kernel_shape, likely, also
+):
+    """Both readings explain these shapes: both are said, first the one that makes the images
+    square."""
+    with pytest.raises(ValueError) as excinfo:
+        convjax.conv(jnp.zeros(x_shape), jnp.zeros(kernel_shape))
+    hint = str(excinfo.value).split("Likely: ")[1]
+    assert hint.startswith(likely) and f"; or {also}" in hint, hint
+
+
+def test_no_hint_when_no_porting_mistake_fits():
+    with pytest.raises(ValueError) as excinfo:
+        convjax.conv(jnp.zeros((8, 9, 9, 5)), jnp.zeros((3, 3, 4, 6)))
+    assert "Likely" not in str(excinfo.value)
+    with pytest.raises(ValueError) as excinfo:
+        convjax.conv(jnp.zeros((8, 9, 9, 8)), jnp.zeros((3, 3, 2, 5)), groups=2)
+    assert "Likely" not in str(excinfo.value)

@@ -26,32 +26,98 @@ CASES = [
     ((1, 23, 4), (2, 4, 4), 5, 1, "CAUSAL"),
     ((2, 19, 6), (4, 2, 6), 2, 3, "CAUSAL"),
     ((2, 15, 4), (3, 1, 8), 3, 4, "CAUSAL"),  # depthwise, multiplier 2
+    ((2, 9, 3), (1, 3, 4), 1, 1, "CAUSAL"),  # one tap: no memory at all
     ((1, 14, 5, 2), (3, 2, 2, 3), (2, 1), 1, "CAUSAL"),  # time first, then space
     ((1, 12, 6, 2), (2, 3, 2, 3), (3, 2), 1, "SAME"),  # space padded SAME, time causal
+    ((1, 10, 6, 2), (2, 3, 2, 3), (2, 1), 1, "VALID"),  # space unpadded
+    ((1, 8, 5, 2), (1, 3, 2, 2), 1, 1, "VALID"),  # one tap in time, space unpadded
+    ((1, 11, 5, 4), (3, 2, 2, 4), (1, 2), 2, [(2, 0), (1, 2)]),  # explicit pairs, groups
 ]
 
 
-@pytest.mark.parametrize("x_shape, k_shape, dilation, groups, padding", CASES)
-def test_any_chunking_equals_the_offline_causal_conv(x_shape, k_shape, dilation, groups, padding):
+def offline_padding(x_shape, k_shape, dilation, padding):
+    """The offline conv the stream must equal: time padded (k̂ − 1, 0), the other axes as
+    ``padding`` says."""
+    if not isinstance(padding, str) or padding == "CAUSAL":
+        return padding
+    rest = convjax.make_spec("test", x_shape, k_shape, padding=padding, dilation=dilation)
+    span = (k_shape[0] - 1) * np.broadcast_to(dilation, len(k_shape) - 2)[0] + 1
+    return [(span - 1, 0), *rest.padding[1:]]
+
+
+# Channels-first chunks on the cases that move the most axes: N-d with a one-tap kernel, and
+# N-d with explicit pairs and groups (each case compiles one step per chunk length).
+LAYOUT_CASES = [(*case, "channels_last") for case in CASES] + [
+    (*CASES[i], "channels_first") for i in (8, 9)
+]
+
+
+@pytest.mark.parametrize("x_shape, k_shape, dilation, groups, padding, data_format", LAYOUT_CASES)
+def test_any_chunking_equals_the_offline_causal_conv(
+    x_shape, k_shape, dilation, groups, padding, data_format
+):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=x_shape))
     kernel = jnp.asarray(rng.normal(size=k_shape))
     options = dict(dilation=dilation, groups=groups, padding=padding)
+    if data_format == "channels_first":  # the default otherwise
+        options["data_format"] = data_format
     span = (k_shape[0] - 1) * np.broadcast_to(dilation, len(k_shape) - 2)[0] + 1
-    offline_padding = padding
-    if padding != "CAUSAL":
-        rest = convjax.make_spec("test", x.shape, kernel.shape, padding=padding, dilation=dilation)
-        offline_padding = [(span - 1, 0), *rest.padding[1:]]
-    offline = convjax.conv(x, kernel, dilation=dilation, groups=groups, padding=offline_padding)
+    offline = convjax.conv(
+        x,
+        kernel,
+        dilation=dilation,
+        groups=groups,
+        padding=offline_padding(x_shape, k_shape, dilation, padding),
+    )
+    first = data_format == "channels_first"
+    # Channels-first chunks are [B, C, T, *spatial]: time is axis 2, and so in the outputs.
+    layout = (lambda a: jnp.moveaxis(a, -1, 1)) if first else (lambda a: a)
+    time = 2 if first else 1
+    xs = layout(x)
     step = jax.jit(functools.partial(streaming.step, kernel=kernel, **options))
-    for sizes in ([1] * x_shape[1], [5, 0, 3, x_shape[1] - 8], [x_shape[1]]):
-        state = streaming.init(x[:, :1], kernel, **options)
+    length = x_shape[1]
+    for sizes in ([1] * length, [0, 5, 0, 3, length - 8, 0], [length]):
+        starts = np.cumsum([0, *sizes])
+        chunks = [jax.lax.slice_in_dim(xs, a, b, axis=time) for a, b in itertools.pairwise(starts)]
+        state = streaming.init(chunks[0], kernel, **options)  # the empty chunk too
         outputs = []
-        for chunk in chunked(x, sizes):
+        for chunk in chunks:
             y, state = step(state, chunk)
+            assert y.shape[time] == chunk.shape[time]
             outputs.append(y)
-        np.testing.assert_allclose(jnp.concatenate(outputs, 1), offline, rtol=1e-12, atol=1e-12)
-        np.testing.assert_array_equal(state.buffer, x[:, x_shape[1] - (span - 1) :])
+        np.testing.assert_allclose(
+            jnp.concatenate(outputs, time), layout(offline), rtol=1e-12, atol=1e-12
+        )
+        # The state is channels-last whatever the chunks' layout: the last k̂ − 1 frames.
+        np.testing.assert_array_equal(state.buffer, x[:, length - (span - 1) :])
+
+
+def test_an_empty_chunk_gives_an_empty_output_and_the_same_state():
+    kernel = jnp.ones((1, 3, 2, 4))  # one tap in time: the state holds no frames
+    x = jnp.ones((2, 0, 6, 2))
+    # Width 6 with a 3-wide window: padded (2, 0) keeps 6 columns, unpadded leaves 4.
+    for padding, width in [("CAUSAL", 6), ("VALID", 4), ([(0, 0), (2, 0)], 6)]:
+        state = streaming.init(x, kernel, padding=padding)
+        assert state.buffer.shape == (2, 0, 6, 2)
+        y, after = streaming.step(state, x, kernel, padding=padding)
+        assert y.shape == (2, 0, width, 4) and y.dtype == x.dtype and after is state
+    kernel = jnp.ones((3, 2, 2, 4))
+    state = streaming.init(x, kernel, dilation=(2, 1), padding="VALID")
+    y, after = streaming.step(
+        state,
+        jnp.ones((2, 2, 0, 6)),
+        kernel,
+        dilation=(2, 1),
+        padding="VALID",
+        data_format="channels_first",
+    )
+    assert y.shape == (2, 4, 0, 5) and after is state and state.buffer.shape == (2, 4, 6, 2)
+    # init reads shapes only: a channels-first ShapeDtypeStruct gives the channels-last state.
+    abstract = jax.ShapeDtypeStruct((2, 2, 1, 6), jnp.float32)
+    options = dict(dilation=(2, 1), padding="VALID", data_format="channels_first")
+    state = streaming.init(abstract, kernel.astype(jnp.float32), **options)
+    assert state.buffer.shape == (2, 4, 6, 2)
 
 
 def test_frame_by_frame_under_scan():
@@ -111,6 +177,28 @@ def test_errors_name_the_function_and_the_rule():
         streaming.init(x, kernel, padding=[(1, 1)])
     with pytest.raises(ValueError, match=r"streaming.step: groups must divide"):
         streaming.step(state, x, kernel, groups=3)
+    must_be_state = r"streaming.step: state must be a streaming.State \(from streaming.init"
+    for bad_state, kind in [
+        (state.buffer, "ArrayImpl"),
+        ([state.buffer], "list"),
+        (None, "NoneType"),
+    ]:
+        with pytest.raises(TypeError, match=must_be_state + rf".*got {kind}\."):
+            streaming.step(bad_state, x, kernel)
+    with pytest.raises(TypeError, match=r"streaming.step: state.buffer must be an array .* list"):
+        streaming.step(streaming.State([[0.0]]), x, kernel)
+    with pytest.raises(
+        TypeError, match=r"streaming.step: x_chunk must be an array \[\*batch, time, .* got list"
+    ):
+        streaming.step(state, x.tolist(), kernel)
+    with pytest.raises(TypeError, match=r"streaming.init: kernel must be an array .* got tuple"):
+        streaming.init(x, (3, 2, 2))
+    with pytest.raises(ValueError, match=r"streaming.init: data_format must be one of .* 'NCW'"):
+        streaming.init(x, kernel, data_format="NCW")
+    with pytest.raises(
+        ValueError, match=r"streaming.step: x_chunk must be \[\*batch, C_in, time, \*spatial\]"
+    ):
+        streaming.step(state, x[0, :, 0], kernel, data_format="channels_first")
     layer = convjax.nnx.Conv(2, 2, (3,), strides=2, padding="CAUSAL", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"Conv.init_stream: streams run stride-1"):
         layer.init_stream(x)

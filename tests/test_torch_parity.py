@@ -400,3 +400,94 @@ def test_modules_walks_a_model_by_name():
 def test_module_refuses_what_is_not_a_conv():
     with pytest.raises(TypeError, match=r"from_torch.module: converts Conv1d/2d/3d .* got Linear"):
         from_torch.module(torch.nn.Linear(3, 4))
+
+
+class UserConv2d(torch.nn.Conv2d):
+    """A user's subclass (overriding nothing): it converts as the Conv2d it is."""
+
+
+def test_modules_finds_subclasses_lazy_and_parametrised_convs():
+    torch.manual_seed(0)
+    lazy = torch.nn.LazyConv2d(6, 3, padding=1)
+    normed = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(6, 5, 3, stride=2))
+    with torch.no_grad():  # weight-norm's g away from its initial |v|: the effective weight differs
+        normed.parametrizations.weight.original0.mul_(1.5)
+    model = torch.nn.Sequential(
+        lazy,
+        torch.nn.ReLU(),
+        UserConv2d(6, 6, 3, padding=1, groups=2),
+        normed,
+        torch.nn.LazyConvTranspose2d(4, 2, stride=2),
+    )
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()  # the first call also sets the lazy shapes
+    layers = from_torch.modules(model)
+    assert list(layers) == ["0", "2", "3", "4"]
+    assert isinstance(layers["4"], convjax.nnx.ConvTranspose)
+    plain = normed.parametrizations.weight.original1.detach().numpy()
+    assert not np.allclose(layers["3"].kernel[...], from_torch.conv_kernel(plain))
+    h = jnp.asarray(channels_last(x))
+    for name, layer in layers.items():
+        h = layer(h)
+        if name == "0":
+            h = jax.nn.relu(h)
+    np.testing.assert_allclose(channels_first(h), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_uninitialised_lazy_conv_is_an_error_naming_it():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.LazyConv2d(8, 3))
+    with pytest.raises(
+        ValueError,
+        match=r"from_torch.modules: layer '1' \(LazyConv2d\) is a lazy conv whose parameters are "
+        r"not initialised yet \(in_channels = 0.*run one forward pass first",
+    ):
+        from_torch.modules(model)
+    with pytest.raises(ValueError, match=r"from_torch.module: LazyConvTranspose1d is a lazy conv"):
+        from_torch.module(torch.nn.LazyConvTranspose1d(8, 3))
+
+
+@pytest.mark.parametrize(
+    "kind, dtype",
+    [("Conv", torch.bfloat16), ("ConvTranspose", torch.bfloat16), ("Conv", torch.float16)],
+)
+def test_half_precision_layers_keep_their_dtype_and_match_torch(kind, dtype):
+    torch.manual_seed(0)
+    layer = getattr(torch.nn, f"{kind}2d")(4, 6, 3, stride=2, padding=1, groups=2).to(dtype)
+    x = torch.randn(2, 4, 7, 8).to(dtype)
+    with torch.no_grad():
+        expected = layer(x).float().numpy()
+    module = from_torch.module(layer)
+    jax_dtype = {torch.bfloat16: jnp.bfloat16, torch.float16: jnp.float16}[dtype]
+    assert module.kernel[...].dtype == jax_dtype and module.bias[...].dtype == jax_dtype
+    # The weights are torch's exactly (every half-precision value is a float32).
+    np.testing.assert_array_equal(
+        np.asarray(module.kernel[...], np.float32),
+        from_torch.conv_kernel(layer.weight.detach().float().numpy()),
+    )
+    xj = jnp.asarray(channels_last(x.float().numpy()), jax_dtype)
+    y = module(xj)
+    assert y.dtype == jax_dtype
+    assert_close(channels_first(np.asarray(y, np.float32)), expected, np.dtype(jax_dtype), 18)
+
+
+def test_module_errors_name_the_function_the_layer_and_the_value():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    conv.padding_mode = "mirror"
+    with pytest.raises(
+        ValueError,
+        match=r"from_torch.modules: layer '1' \(Conv2d\): padding_mode must be one of .* got "
+        r"'mirror'",
+    ):
+        from_torch.modules(torch.nn.Sequential(torch.nn.ReLU(), conv))
+    complex_conv = torch.nn.Conv1d(2, 2, 3, bias=False, dtype=torch.complex64)
+    with pytest.raises(
+        TypeError,
+        match=r"from_torch.modules: Conv1d.weight of layer 'enc' must be an array of real numbers, "
+        r"got Parameter of dtype complex64",
+    ):
+        from_torch.modules(torch.nn.ModuleDict({"enc": complex_conv}))
+    with pytest.raises(TypeError, match=r"from_torch.modules: torch_model must be a torch.nn.Mod"):
+        from_torch.modules([conv])
+    with pytest.raises(TypeError, match=r"from_torch.module: converts .* got ScaledLinear"):
+        from_torch.module(type("ScaledLinear", (torch.nn.Linear,), {})(3, 4))

@@ -190,16 +190,71 @@ def split_shapes(
     return ndim, window, spatial
 
 
-def _channels_first_hint(x_shape: Sequence[int], ndim: int, c_in: int) -> str:
-    """A hint for the most common porting mistake: a PyTorch-layout ``[N, C, *spatial]`` x."""
-    first = len(x_shape) - ndim - 1
-    if first >= 0 and x_shape[first] == c_in and x_shape[-1] != c_in:
-        return (
-            f" x looks channels-first (axis {first} has {c_in} = C_in): convjax is "
-            f"channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or move "
-            f"the axis, e.g. jnp.moveaxis(x, {first}, -1)."
+def _channels_first_hint(
+    x_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    ndim: int,
+    groups: int,
+    *,
+    kernel_only: bool = False,
+) -> str:
+    """What a channel mismatch most likely is, in the porting mistakes that cause it: ``x`` in
+    PyTorch's ``[N, C, *spatial]`` layout, the kernel's last two axes swapped (``[*window, C_out,
+    C_in // groups]``), a PyTorch-layout kernel ``[C_out, C_in // groups, *window]``, or both
+    ``x`` and the kernel in PyTorch's layouts.  Each is named when the shapes fit it
+    (``kernel_only`` leaves out ``x``'s layout, for an error about the kernel alone); an empty
+    string when none does.
+
+    A swapped kernel and a channels-first ``x`` can both fit (a spatial size equal to a channel
+    count): both are named, first the one under which ``x``'s spatial sizes are all equal (square
+    images) when only one reading gives that, else ``x``'s layout first."""
+    c_in, per_group, last = x_shape[-1], kernel_shape[-2], kernel_shape[-1]
+    expected = per_group * groups
+    first = len(x_shape) - ndim - 1  # x's channel axis, were it channels-first
+    x_first = not kernel_only and first >= 0 and x_shape[first] != c_in
+    torch_kernel = ndim >= 2 and kernel_shape[1] * groups != expected  # [C_out, C_in/g, *window]
+    layout = "convjax kernels are [*window, C_in // groups, C_out]"
+    hints = []
+    if torch_kernel and kernel_shape[1] * groups == c_in:
+        perm = (*range(2, len(kernel_shape)), 1, 0)
+        hints.append(
+            f"the kernel looks like PyTorch's [C_out, C_in // groups, *window] layout "
+            f"(kernel.shape[1] = {kernel_shape[1]} = C_in // groups): {layout}; convert it with "
+            f"convjax.from_torch.conv_kernel(weight), i.e. jnp.transpose(kernel, {perm})"
         )
-    return ""
+    layouts = []  # (x's spatial sizes under this reading, hint)
+    if x_first and x_shape[first] == expected:
+        layouts.append(
+            (
+                x_shape[first + 1 :],
+                f"x looks channels-first (axis {first} has {expected} = C_in): convjax is "
+                f"channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or "
+                f"move the axis, e.g. jnp.moveaxis(x, {first}, -1)",
+            )
+        )
+    if last * groups == c_in and last != per_group:
+        layouts.append(
+            (
+                x_shape[first:-1],
+                f"the kernel's last two axes look swapped, [*window, C_out, C_in // groups] "
+                f"(kernel.shape[-1] = {last} = C_in // groups): {layout}; swap them with "
+                f"jnp.swapaxes(kernel, -1, -2)",
+            )
+        )
+    square = [ndim > 1 and len(set(spatial)) == 1 for spatial, _ in layouts]
+    if square == [False, True]:
+        layouts.reverse()
+    hints += [hint for _, hint in layouts]
+    if x_first and torch_kernel and x_shape[first] == kernel_shape[1] * groups:
+        hints.append(
+            f"x and the kernel both look like PyTorch's layouts (x axis {first} has "
+            f"{x_shape[first]} = kernel.shape[1] * groups channels, kernel [C_out, C_in // "
+            f"groups, *window]): pass data_format='channels_first' and convert the kernel with "
+            f"convjax.from_torch.conv_kernel(weight)"
+        )
+    if not hints:
+        return ""
+    return " Likely: " + "; or ".join(hints) + "."
 
 
 def make_spec(
@@ -238,18 +293,19 @@ def make_spec(
     if c_in % groups:
         raise ValueError(
             f"{op}: groups must divide the input channels, but {groups} does not divide {c_in}."
-            + _channels_first_hint(x_shape, ndim, expected)
+            + _channels_first_hint(x_shape, kernel_shape, ndim, groups)
         )
     if c_out % groups:
         raise ValueError(
             f"{op}: groups must divide the output channels (kernel.shape[-1]), but {groups} does "
             f"not divide {c_out}."
+            + _channels_first_hint(x_shape, kernel_shape, ndim, groups, kernel_only=True)
         )
     if expected != c_in:
         raise ValueError(
             f"{op}: kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = "
             f"{c_in // groups}, got {c_per_group} (kernel shape {kernel_shape}, x shape {x_shape})."
-            + _channels_first_hint(x_shape, ndim, expected)
+            + _channels_first_hint(x_shape, kernel_shape, ndim, groups)
         )
     strides, dilation = options.strides, options.dilation
     pads = normalize_padding(op, options.padding, input_spatial, window, strides, dilation)

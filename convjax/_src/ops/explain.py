@@ -25,8 +25,10 @@ class Convention:
     Attributes:
       library: who uses it (``"convjax"``, ``"PyTorch"``, ``"TensorFlow / Keras"``, ``"Flax"``).
       spelling: how it is written there.
-      pads: one ``(lo, hi)`` per spatial dim, or None where the library refuses the options.
-      output: the output size per spatial dim (None where refused).
+      pads: one ``(lo, hi)`` per spatial dim, or None where the library refuses the options
+        (PyTorch's ``'same'`` with strides, Keras ``'causal'`` beyond 1-d, and every convention
+        whose output would be empty: all of them raise there, as :func:`convjax.conv` does).
+      output: the output size per spatial dim, each >= 1 (None where refused).
       note: why it is refused, or how it relates to convjax's names.
     """
 
@@ -94,7 +96,11 @@ def explain_padding(
     Covers convjax's ``"VALID"``, ``"SAME"``, ``"HALF"``, ``"FULL"`` and ``"CAUSAL"``; PyTorch's
     ``padding=k // 2`` (the usual idiom, which ignores dilation), ``padding=d·(k − 1) // 2``,
     ``'same'`` (stride 1 only: refused otherwise) and ``'valid'``; TensorFlow/Keras ``'same'``
-    and ``'causal'``; Flax ``'SAME'``.  Sizes are per spatial dim; ints broadcast.
+    and ``'causal'``; Flax ``'SAME'``.  Sizes are per spatial dim; ints broadcast.  A
+    convention whose output would be empty (the dilated window longer than the padded input in
+    some dim) is refused, with pads and output None and a note saying which dim, since
+    :func:`convjax.conv` and PyTorch raise there; every other row's output is what
+    :func:`convjax.output_shape` gives for its pads.
 
     >>> import convjax
     >>> e = convjax.explain_padding(224, 3, strides=2)
@@ -102,6 +108,8 @@ def explain_padding(
     (((1, 1),), ((0, 1),))
     >>> e.find("PyTorch", "padding='same'").note
     "refused: PyTorch allows padding='same' only with stride 1"
+    >>> convjax.explain_padding(2, 5).find("convjax", 'padding="VALID"').note
+    'refused: the output would be empty (dim 0: padded input 2 + 0 + 0 = 2 < dilated window 5)'
     """
     op = "explain_padding"
     several = isinstance(input_size, Sequence) and not isinstance(input_size, str)
@@ -167,8 +175,23 @@ def explain_padding(
                 shapes.conv_output_size(i, k, s, p, d)
                 for (i, k, s, d), p in zip(dims, pads, strict=True)
             )
+            if any(o < 1 for o in output):  # convjax.conv and PyTorch raise here
+                note = "; ".join(filter(None, [_empty(dims, pads), note]))
+                pads = output = None
         conventions.append(Convention(library, spelling, pads, output, note))
     return PaddingExplanation(sizes, window, strides, dilation, tuple(conventions))
+
+
+def _empty(dims, pads: Pads) -> str:
+    """The refusal note of a convention whose output would be empty, naming each such dim."""
+    reasons = []
+    for dim, ((i, k, _, d), (lo, hi)) in enumerate(zip(dims, pads, strict=True)):
+        span = shapes.effective_window(k, d)
+        if i + lo + hi < span:
+            reasons.append(
+                f"dim {dim}: padded input {i} + {lo} + {hi} = {i + lo + hi} < dilated window {span}"
+            )
+    return f"refused: the output would be empty ({'; '.join(reasons)})"
 
 
 def _ignores(dilation: tuple[int, ...]) -> str:

@@ -10,7 +10,13 @@ axis 1, then axis 0.  Biases are unchanged.  Layouts of activations differ too (
 PyTorch's ``padding_mode`` names (``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"``)
 are convjax's, and its ``padding`` (an int, one int per dim, ``"same"`` or ``"valid"``) means
 what convjax's does.  Weights may be NumPy arrays or PyTorch tensors (detached and copied to
-the host here, whether or not they require grad).
+the host here, whether or not they require grad); bfloat16 and float16 tensors keep their dtype
+(bfloat16 as ``jnp.bfloat16``, which NumPy lacks).
+
+Layers are recognised by class hierarchy, not by name: a subclass of ``Conv2d`` (a user's, or
+the ``ParametrizedConv2d`` that ``torch.nn.utils.parametrizations.weight_norm`` makes, whose
+``weight`` is the effective weight) converts as ``Conv2d``; a lazy conv converts once one forward
+pass has set its shapes.
 """
 
 from __future__ import annotations
@@ -29,17 +35,23 @@ from convjax._src.spec import check_padding_mode
 
 def _numpy(op: str, name: str, value: Any) -> np.ndarray:
     """An array-like (a NumPy array, a PyTorch tensor, nested lists of numbers) as a real NumPy
-    array, without importing torch."""
+    array, without importing torch.  A bfloat16 tensor becomes a ``jnp.bfloat16`` array (NumPy
+    has no bfloat16 of its own, so torch cannot export one): through float32, which holds every
+    bfloat16 value exactly."""
+    given = type(value).__name__
     if hasattr(value, "detach"):  # a torch tensor, maybe requiring grad or on an accelerator
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = np.asarray(value.float().numpy(), jnp.bfloat16)
+        else:
+            value = value.numpy()
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.") from error
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"{op}: {name} must be an array, got {given}.") from error
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, np.integer)):
         raise TypeError(
-            f"{op}: {name} must be an array of real numbers, got {type(value).__name__} of "
-            f"dtype {array.dtype}."
+            f"{op}: {name} must be an array of real numbers, got {given} of dtype {array.dtype}."
         )
     return array
 
@@ -104,7 +116,10 @@ def padding(value: int | Sequence[int] | str) -> int | tuple[int, ...] | str:
     >>> padding("same"), padding((1, 2))
     ('SAME', (1, 2))
     """
-    op = "from_torch.padding"
+    return _padding("from_torch.padding", value)
+
+
+def _padding(op: str, value: Any) -> int | tuple[int, ...] | str:
     if isinstance(value, str):
         if value.lower() not in ("same", "valid"):
             raise ValueError(
@@ -202,16 +217,31 @@ def load(module: Any, params: Mapping[str, Any]) -> None:
 
 _CONVS = {f"Conv{n}d": n for n in (1, 2, 3)}
 _TRANSPOSED = {f"ConvTranspose{n}d": n for n in (1, 2, 3)}
+_TORCH_CONV_MODULE = "torch.nn.modules.conv"  # where PyTorch defines the six classes
+
+
+def _conv_base(torch_module: Any) -> str | None:
+    """The PyTorch conv class ``torch_module`` is an instance of (``"Conv2d"``, …), read from its
+    class hierarchy, so subclasses count (a user's, weight-norm's ``ParametrizedConv2d``, the lazy
+    convs); None for anything else.  Class names, not ``isinstance``: torch is optional."""
+    for cls in type(torch_module).__mro__:
+        if cls.__module__ == _TORCH_CONV_MODULE and (
+            cls.__name__ in _CONVS or cls.__name__ in _TRANSPOSED
+        ):
+            return cls.__name__
+    return None
 
 
 def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.Module:
-    """The convjax NNX layer equal to a PyTorch ``Conv{1,2,3}d`` or ``ConvTranspose{1,2,3}d``:
-    the same options (stride, padding including ``'same'``/``'valid'``, dilation, groups,
-    padding_mode, output_padding, bias) and the same weights.  Inputs are channels-last:
-    ``layer(x.permute(0, 2, 3, 1))`` for an NCHW ``x``.
+    """The convjax NNX layer equal to a PyTorch ``Conv{1,2,3}d`` or ``ConvTranspose{1,2,3}d``
+    (or a subclass of one: a parametrised conv converts with its effective weight): the same
+    options (stride, padding including ``'same'``/``'valid'``, dilation, groups, padding_mode,
+    output_padding, bias) and the same weights, in the weight's dtype (bfloat16 and float16
+    included).  Inputs are channels-last: ``layer(x.permute(0, 2, 3, 1))`` for an NCHW ``x``.
 
     Args:
-      torch_module: the PyTorch layer (read by attribute: torch is not imported here).
+      torch_module: the PyTorch layer (read by attribute: torch is not imported here).  A lazy
+        conv must have run one forward pass (which sets its input channels) first.
       impl: the convjax layer's formulation.
       dtype: the parameters' dtype (default: the weight's).
 
@@ -221,31 +251,51 @@ def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.M
     >>> layer(jnp.ones((1, 9, 9, 3))).shape  # channels-last
     (1, 5, 5, 8)
     """
-    op = "from_torch.module"
-    kind = type(torch_module).__name__
-    if kind not in _CONVS and kind not in _TRANSPOSED:
+    return _convert("from_torch.module", torch_module, None, impl=impl, dtype=dtype)
+
+
+def _convert(op: str, m: Any, name: str | None, *, impl: Any, dtype: Any) -> nnx.Module:
+    """:func:`module` for ``m``, the layer called ``name`` in a model (None for a lone layer);
+    errors name ``op`` and the layer."""
+    kind = _conv_base(m)
+    layer_name = type(m).__name__
+    where = layer_name if name is None else f"layer {name!r} ({layer_name})"
+    if kind is None:
         raise TypeError(
-            f"{op}: converts Conv1d/2d/3d and ConvTranspose1d/2d/3d, got {kind}; "
-            f"from_torch.modules(model) converts every conv layer inside a model."
+            f"{op}: converts Conv1d/2d/3d and ConvTranspose1d/2d/3d (and their subclasses), got "
+            f"{where}; from_torch.modules(model) converts every conv layer inside a model."
         )
-    m = torch_module
-    weight = _numpy(op, f"{kind}.weight", m.weight)
+    uninitialised = getattr(m, "has_uninitialized_params", None)
+    if callable(uninitialised) and uninitialised():
+        raise ValueError(
+            f"{op}: {where} is a lazy conv whose parameters are not initialised yet "
+            f"(in_channels = {m.in_channels}, set on its first call): run one forward pass "
+            f"first, e.g. model(example_input), then convert."
+        )
+    label = f"{op}: {where}"
+    of_layer = "" if name is None else f" of layer {name!r}"
+    weight = _numpy(op, f"{layer_name}.weight{of_layer}", m.weight)
+    rank = _CONVS.get(kind, _TRANSPOSED.get(kind)) + 2
+    if weight.ndim != rank:
+        raise ValueError(
+            f"{label}: a {kind} weight has rank {rank} ([C, C', *window]), got shape "
+            f"{weight.shape}."
+        )
     options = dict(
         strides=tuple(m.stride),
         kernel_dilation=tuple(m.dilation),
         feature_group_count=m.groups,
-        padding_mode=padding_mode(m.padding_mode),
+        padding_mode=check_padding_mode(label, m.padding_mode),
         use_bias=m.bias is not None,
         param_dtype=dtype or weight.dtype,
         impl=impl,
         rngs=nnx.Rngs(0),
     )
-    padding_value = padding(m.padding)
+    padding_value = _padding(label, m.padding)
     if kind in _CONVS:
         layer = nnx_modules.Conv(
             m.in_channels, m.out_channels, tuple(m.kernel_size), padding=padding_value, **options
         )
-        params = {"kernel": conv_kernel(weight)}
     else:
         layer = nnx_modules.ConvTranspose(
             m.in_channels,
@@ -255,17 +305,19 @@ def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.M
             output_padding=tuple(m.output_padding),
             **options,
         )
-        params = {"kernel": conv_transpose_kernel(weight)}
+    # conv_kernel and conv_transpose_kernel are the same permutation (see the module docstring).
+    params = {"kernel": _window_first(weight)}
     if m.bias is not None:
-        params["bias"] = _numpy(op, f"{kind}.bias", m.bias)
+        params["bias"] = _numpy(op, f"{layer_name}.bias{of_layer}", m.bias)
     load(layer, params)
     return layer
 
 
 def modules(torch_model: Any, *, impl: Any = "auto", dtype: Any = None) -> dict[str, nnx.Module]:
-    """Every conv layer of a PyTorch model, by its name in ``named_modules()``, as the convjax
-    layer :func:`module` makes of it.  Other layers (norms, activations, linear) are skipped:
-    they are not convolutions.
+    """Every conv layer of a PyTorch model (subclasses of the conv classes included), by its name
+    in ``named_modules()``, as the convjax layer :func:`module` makes of it.  Other layers
+    (norms, activations, linear) are skipped: they are not convolutions.  A lazy conv that has
+    not run yet is an error naming it.
 
     >>> import torch, convjax
     >>> nn = torch.nn
@@ -273,8 +325,14 @@ def modules(torch_model: Any, *, impl: Any = "auto", dtype: Any = None) -> dict[
     >>> {name: type(layer).__name__ for name, layer in convjax.from_torch.modules(model).items()}
     {'0': 'Conv', '2': 'Conv'}
     """
+    op = "from_torch.modules"
+    if not callable(getattr(torch_model, "named_modules", None)):
+        raise TypeError(
+            f"{op}: torch_model must be a torch.nn.Module (with named_modules()), got "
+            f"{type(torch_model).__name__}."
+        )
     return {
-        name: module(child, impl=impl, dtype=dtype)
+        name: _convert(op, child, name, impl=impl, dtype=dtype)
         for name, child in torch_model.named_modules()
-        if type(child).__name__ in _CONVS or type(child).__name__ in _TRANSPOSED
+        if _conv_base(child) is not None
     }
