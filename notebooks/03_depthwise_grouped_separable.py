@@ -46,6 +46,14 @@ viz.channels(8, 16, groups=8, labels=("depthwise, multiplier 2",))
 viz.channels(8, 8, 12, groups=(8, 1), labels=("depthwise", "pointwise"))
 
 # %% [markdown]
+# An animation of a grouped conv carries the same picture beside its frames: `groups=2` on a 5×5
+# input, 4 channels in and 4 out. Each frame computes every output channel at one position, each
+# from its own group's input channels.
+
+# %%
+viz.animate((5, 5, 4), (3, 3, 2, 4), groups=2)
+
+# %% [markdown]
 # The pictures are the convolution: output channel `o` depends on input channel `i` exactly where
 # the Jacobian of a 1×1 conv with random weights is non-zero.
 

@@ -2,6 +2,7 @@
 never tracebacks."""
 
 import pytest
+from PIL import Image
 
 import convjax
 from convjax.apps import cli
@@ -62,3 +63,69 @@ def test_argparse_errors_exit_2():
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--steps", "many"])
     assert exit_.value.code == 2
+
+
+def _animate(tmp_path, monkeypatch, *args):
+    """``convjax animate`` with ``viz.animate`` made to fail: a refusal must come first."""
+
+    def built(*_, **__):
+        raise AssertionError("viz.animate was called")
+
+    monkeypatch.setattr(cli.viz, "animate", built)
+    return cli.main(["animate", *args, "--out", str(tmp_path / "a.gif")])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            "--input 5 5 --kernel 3",
+            "--kernel needs one size per --input dim: --input 5 5 is 2-d, --kernel 3 is 1-d.",
+        ),
+        ("--input 5 --kernel 3 3", "--kernel needs one size per --input dim"),
+        ("--input 3 3 3 3 --kernel 1 1 1 1", "--input takes 1 to 3 spatial sizes, got 4"),
+        ("--input 5 5 --kernel 3 3 --fps 0", "--fps must be a number > 0, got 0."),
+        ("--input 5 5 --kernel 3 3 --fps -1", "--fps must be a number > 0, got -1."),
+        ("--input 5 5 --kernel 3 3 --fps nan", "--fps must be a number > 0, got nan."),
+        ("--input 5 5 --kernel 3 3 --stride 1 2 3", "--stride takes one value or one per --input"),
+        ("--input 5 5 --kernel 3 3 --dilation 0", "--dilation must be >= 1, got 0."),
+        ("--input 5 5 --kernel 0 3", "--kernel sizes must be >= 1, got 0 3."),
+        ("--input 5 5 --kernel 3 3 --channels 0 1", "--channels must be >= 1, got 0 1."),
+        ("--input 5 5 --kernel 3 3 --max-frames 0", "--max-frames must be >= 1, got 0."),
+        (
+            "--input 3000 3000 --kernel 3 3",
+            "--input 3000 3000 is 9,000,000 cells, more than --max-cells 4096",
+        ),
+    ],
+)
+def test_animate_refuses_before_building_anything(args, message, tmp_path, monkeypatch, capsys):
+    assert _animate(tmp_path, monkeypatch, *args.split()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"convjax animate: {message}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.gif").exists()
+
+
+def test_animate_refuses_an_unusable_out_before_building_anything(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    for out, message in [
+        (tmp_path / "a.jpg", "--out must end in .gif, .html or .png, got"),
+        (tmp_path / "file" / "a.gif", "--out must be in a folder, but"),
+    ]:
+        monkeypatch.setattr(cli.viz, "animate", None)
+        argv = ["animate", "--input", "5", "--kernel", "3", "--out", str(out)]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"convjax animate: {message}") and len(err.splitlines()) == 1
+    (tmp_path / "tour.html").write_text("")
+    assert cli.main(["tour", "--out", str(tmp_path / "tour.html")]) == 2
+    assert capsys.readouterr().err.startswith("convjax tour: --out must be a folder, but")
+
+
+def test_animate_samples_frames_shows_progress_and_makes_folders(tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "a.gif"
+    argv = ["animate", "--input", "12", "--kernel", "3", "--max-frames", "4", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr()
+    assert "drawing 4 of 10 steps, evenly spaced (--max-frames 10 draws every step)" in printed.out
+    assert "convjax animate: drawn 4/4" in printed.err
+    assert Image.open(out).n_frames == 4

@@ -1,4 +1,5 @@
-"""The notebooks (kept as jupytext percent scripts) execute top to bottom without error."""
+"""The notebooks (kept as jupytext percent scripts) execute top to bottom without error, and
+every figure they make shows as a picture."""
 
 import pathlib
 
@@ -12,7 +13,9 @@ assert NOTEBOOKS, "no notebooks found"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, monkeypatch):
+def test_notebook_executes_and_shows_its_pictures(path, monkeypatch):
+    # Agg, not the inline backend: then nothing renders a bare matplotlib Figure for the
+    # notebook, so every figure convjax.viz returns must show itself.
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = jupytext.read(path)
     client = nbclient.NotebookClient(
@@ -22,10 +25,14 @@ def test_notebook_executes(path, monkeypatch):
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
-    errors = [
-        out
-        for cell in notebook.cells
-        for out in cell.get("outputs", [])
-        if out.get("output_type") == "error"
-    ]
+    outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
+    errors = [out for out in outputs if out.get("output_type") == "error"]
     assert not errors
+    # A figure that shows only its repr ("<Figure size 340x204 with 1 Axes>") is no picture.
+    shown_as_text = [
+        out["data"]["text/plain"]
+        for out in outputs
+        if "<Figure size" in out.get("data", {}).get("text/plain", "")
+        and not {"image/png", "text/html"} & set(out["data"])
+    ]
+    assert not shown_as_text

@@ -1,5 +1,5 @@
 """``convjax tour`` runs end to end, every lax/gather comparison it prints agrees, and its page
-shows each type's pictures in order."""
+shows each type's numbers and pictures in order."""
 
 import html
 import re
@@ -18,6 +18,14 @@ def test_tour_prints_every_section_and_both_paths_agree(capsys, tmp_path):
     channel_pictures = sum("channels" in options for _, options in pictures)
     assert page.count("<script>") == len(pictures) - channel_pictures >= 6
     assert page.count("<img alt=") == channel_pictures >= 3
+    # The page tells the numbers the tour prints, each under its own section: none is empty.
+    sections = re.split(r"<h2>\d+\. ", page)[1:]
+    printed = re.split(r"\n\d+\. ", out)[1:]
+    assert len(sections) == len(printed) == len(titles)
+    for section, text in zip(sections, printed, strict=True):
+        for line in text.splitlines()[1:]:  # the first line is the title
+            if line.strip() and not line.startswith("wrote "):
+                assert html.escape(line.strip()) in section, line
     assert "DIFFER" not in out
     assert out.count("(agree)") >= 12
     for fact in [

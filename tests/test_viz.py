@@ -2,6 +2,7 @@
 the files, the command and the errors are what they say."""
 
 import itertools
+import re
 import subprocess
 import sys
 
@@ -193,3 +194,232 @@ def test_reads_enumerate_taps_row_major():
     anim = viz.animate((4, 4, 1), (2, 3, 1, 1))
     taps = list(itertools.product(range(2), range(3)))
     assert [p for p in anim.steps[0].positions] == taps
+
+
+# -- pictures a learner can read -------------------------------------------------------------
+
+
+def _texts(fig):
+    """Every visible text of a drawn figure: ``(text, height in pixels, extent in pixels)``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    return [
+        (t.get_text(), t.get_fontsize() * fig.dpi / 72, t.get_window_extent(renderer))
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip()
+    ]
+
+
+PICTURES = {
+    "numbers, zero padding": lambda: viz.animate(
+        (5, 5, 1), (3, 3, 1, 1), strides=2, padding=1, values=True
+    ).frame(4),
+    "numbers, reflect padding": lambda: viz.animate(
+        (4, 4, 1), (3, 3, 1, 1), padding=1, padding_mode="reflect", values=True
+    ).frame(5),
+    "3-d, circular padding": lambda: viz.animate(
+        (2, 3, 3, 1), (2, 2, 2, 1, 1), padding=1, padding_mode="circular"
+    ).frame(3),
+    "1-d, causal": lambda: viz.animate((8, 1), (2, 1, 1), dilation=2, padding="CAUSAL").frame(5),
+    "scatter, output_padding": lambda: viz.animate(
+        (2, 1), (3, 1, 1), strides=3, transpose=True, output_padding=2, values=True
+    ).frame(1),
+    "zero insertion": lambda: viz.animate(
+        (2, 2, 1), (3, 3, 1, 1), strides=2, transpose=True, view="conv", values=True
+    ).frame(7),
+    "groups": lambda: viz.animate((5, 5, 4), (3, 3, 2, 4), groups=2).frame(0),
+    "sheet": lambda: viz.figure((5, 5, 1), (3, 3, 1, 1), strides=2, values=True),
+    "channels": lambda: viz.channels(8, 8, 12, groups=(8, 1), labels=("depthwise", "pointwise")),
+}
+
+
+@pytest.mark.parametrize("name", PICTURES)
+def test_every_picture_is_legible_at_its_own_size(name):
+    """Text at least 10 px high, inside the picture, and no two texts on top of each other."""
+    fig = PICTURES[name]()
+    texts = _texts(fig)
+    width, height = fig.canvas.get_width_height()
+    for text, px, box in texts:
+        assert px >= 10, (text, px)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text
+    for (a, _, box_a), (b, _, box_b) in itertools.combinations(texts, 2):
+        assert not box_a.shrunk(0.9, 0.9).overlaps(box_b.shrunk(0.9, 0.9)), (a, b)
+
+
+@pytest.mark.parametrize(
+    "options, meanings",
+    [
+        (
+            dict(padding=1, values=True),
+            ["x: input", "y: output, written", "kernel's shadow", "zero padding", "kernel weight"],
+        ),
+        (dict(padding=1, padding_mode="reflect"), ["(i,j) is a copy of x[i,j]"]),
+        (dict(transpose=True, strides=2, padding=1), ["y: output", "outside y", "where"]),
+        (dict(transpose=True, strides=2, view="conv"), ["a zero, inserted or padding"]),
+    ],
+)
+def test_every_picture_has_a_legend_for_the_colours_it_uses(options, meanings):
+    texts = [
+        text for text, _, _ in _texts(viz.animate((3, 3, 1), (2, 2, 1, 1), **options).frame(0))
+    ]
+    for meaning in meanings:
+        assert any(meaning in text for text in texts), (meaning, texts)
+
+
+def test_copied_cells_name_a_coordinate_and_only_padded_arrays_say_padded():
+    texts = [
+        t
+        for t, _, _ in _texts(
+            viz.animate((4, 4, 1), (3, 3, 1, 1), padding=1, padding_mode="reflect").frame(0)
+        )
+    ]
+    assert "(2,1)" in texts and not [t for t in texts if re.fullmatch(r"\d+,\d+", t)]
+    assert "x, reflect-padded" in texts
+    plain = [t for t, _, _ in _texts(viz.animate((5, 5, 1), (3, 3, 1, 1)).frame(0))]
+    assert "x" in plain and not [t for t in plain if "padded" in t]
+
+
+def test_3d_slices_are_labelled():
+    texts = [t for t, _, _ in _texts(viz.animate((2, 3, 3, 1), (2, 2, 2, 1, 1)).frame(0))]
+    assert {"[0]", "[1]"} <= set(texts)
+    assert any("slices [i, :, :]" in t for t in texts)
+
+
+def test_channel_pictures_name_their_sides_and_keep_text_off_the_nodes():
+    fig = viz.channels(8, 12, groups=4)
+    texts = _texts(fig)
+    names = [t for t, _, _ in texts]
+    assert {"input", "output", "8 channels", "12 channels", "groups=4"} <= set(names)
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    nodes = [np.array([int(c[i : i + 2], 16) for i in (1, 3, 5)]) for c in ("#4a8fc9", "#4fd1e6")]
+    for text, _, box in texts:  # no node colour under any text
+        y0, y1 = image.shape[0] - int(box.y1), image.shape[0] - int(box.y0)
+        patch = image[max(y0, 0) : y1, max(int(box.x0), 0) : int(box.x1)]
+        for node in nodes:
+            assert not (np.abs(patch - node).sum(-1) < 30).any(), text
+
+
+def test_figures_show_themselves_in_jupyter():
+    formatters = pytest.importorskip("IPython.core.formatters")
+    anim = viz.animate((3, 3, 1), (2, 2, 1, 1))
+    for picture in [anim.frame(0), anim.sheet(), viz.figure((3, 1), (2, 1, 1)), viz.channels(4, 4)]:
+        data, _ = formatters.DisplayFormatter().format(picture)
+        assert data["image/png"][:4] == b"\x89PNG"
+
+
+def test_groups_and_channels_are_drawn():
+    grouped = viz.animate((5, 5, 4), (3, 3, 2, 4), groups=2)
+    assert grouped.channels == (4, 4, 2) and viz.animate((5, 5, 1), (3, 3, 1, 1)).channels is None
+    frame = grouped.frame(0)
+    lines = [c for c in frame.axes[0].collections if type(c).__name__ == "LineCollection"]
+    assert sum(len(c.get_segments()) for c in lines) == viz.connectivity(4, 4, 2).sum()
+    assert "groups=2" in [t for t, _, _ in _texts(frame)]
+    plain = viz.animate((5, 5, 4), (3, 3, 4, 4)).frame(0)  # dense: every channel pair
+    lines = [c for c in plain.axes[0].collections if type(c).__name__ == "LineCollection"]
+    assert sum(len(c.get_segments()) for c in lines) == 16
+
+
+# -- options as NumPy values -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shapes, options",
+    [
+        (((5, 5, 1), (3, 3, 1, 1)), dict(strides=np.array([2, 2]))),
+        (((5, 5, 1), (3, 3, 1, 1)), dict(strides=np.int64(2), dilation=np.array([1, 2]))),
+        (((5, 5, 1), (3, 3, 1, 1)), dict(padding=np.array([[1, 0], [0, 1]]))),
+        (((5, 5, 1), (3, 3, 1, 1)), dict(padding=np.int32(1), padding_mode=np.str_("reflect"))),
+        (((5, 5, 4), (3, 3, 2, 4)), dict(groups=np.int64(2))),
+        (((5, 5, 1), (3, 3, 1, 1)), dict(values=np.True_, view=np.str_("forward"))),
+        (
+            ((2, 2, 1), (3, 3, 1, 1)),
+            dict(transpose=np.True_, strides=np.array([2, 2]), output_padding=np.array([1, 0])),
+        ),
+    ],
+)
+def test_numpy_options_draw_what_python_options_draw(shapes, options):
+    plain = {k: np.asarray(v).tolist() for k, v in options.items()}
+    anim, expected = viz.animate(*shapes, **options), viz.animate(*shapes, **plain)
+    assert anim.steps == expected.steps and anim.kinds == expected.kinds
+    assert anim.call == expected.call and "array" not in anim.call
+    assert anim.frame(0).axes
+
+
+def test_numpy_values_everywhere_else(tmp_path):
+    assert viz.channels(np.int64(8), 8, groups=np.int64(4)).axes
+    assert viz.channels(8, 8, 12, groups=np.array([8, 1])).axes
+    assert viz.connectivity(np.int64(4), np.int32(2), groups=np.int64(2)).shape == (2, 4)
+    anim = viz.animate((3, 1), (2, 1, 1))
+    gif = anim.save(tmp_path / "a.gif", fps=np.float64(4), frames=np.array([0, 1]))
+    assert Image.open(gif).n_frames == 2
+    assert anim.sheet(np.array([1])).axes and anim.frame(np.int64(1)).axes
+
+
+# -- bounds and checks before any work -------------------------------------------------------
+
+
+def test_a_picture_too_large_to_read_is_refused_before_anything_is_built():
+    with pytest.raises(
+        ValueError,
+        match=r"viz.animate: x, padded would be drawn with 10,000 cells \(100x100\), more than "
+        r"max_cells=4,096.*max_cells=10000",
+    ):
+        viz.animate((100, 100, 1), (1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"y, padded would be drawn with .* cells"):
+        viz.animate((40, 40, 1), (3, 3, 1, 1), strides=8, transpose=True)
+    assert len(viz.animate((100, 1), (3, 1, 1), max_cells=100).steps) == 98
+
+
+@pytest.mark.parametrize("size, window, options, shape", configs(transposed=True, count=6, seed=3))
+def test_the_bound_counts_the_cells_that_are_drawn(size, window, options, shape):
+    from convjax._src.tools import viz as drawing
+
+    for view in ("scatter", "conv") if options["padding_mode"] == "zeros" else ("scatter",):
+        anim = viz.animate((*size, 1), (*window, 1, 1), transpose=True, view=view, **options)
+        op = drawing.transpose_operator("t", (*size, 1), (*window, 1, 1), **options)
+        planned = dict(drawing._planned(view, op.spec, size, op.input_spatial, window))
+        frame = planned["y, padded" if view == "scatter" else "x with zeros inserted, padded"]
+        assert frame == tuple(hi - lo for lo, hi in anim.extent)
+
+
+def test_saving_checks_everything_before_drawing(tmp_path, monkeypatch):
+    anim = viz.animate((40, 1), (3, 1, 1))
+    from convjax._src.tools import viz as drawing
+
+    monkeypatch.setattr(drawing, "_Drawing", None)  # drawing would fail: nothing may draw
+    for fps in (0, -1, float("nan")):
+        with pytest.raises(
+            ValueError, match=rf"viz.Animation.save: fps must be a finite number > 0, got {fps}"
+        ):
+            anim.save(tmp_path / "a.gif", fps=fps)
+    with pytest.raises(
+        ValueError,
+        match=r"save: 38 steps is more than max_frames=10 frames .* frames=range\(0, 38, 4\)",
+    ):
+        anim.save(tmp_path / "a.gif", max_frames=10)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"save: path must be in a folder, but .*file.* is a file"):
+        anim.save(tmp_path / "file" / "a.gif")
+    (tmp_path / "folder.gif").mkdir()
+    with pytest.raises(ValueError, match=r"save: path must name a file, got the folder"):
+        anim.save(tmp_path / "folder.gif")
+    with pytest.raises(TypeError, match=r"save: the style options are cell .* and dpi, got colour"):
+        anim.save(tmp_path / "a.gif", colour="red")
+    with pytest.raises(ValueError, match=r"frame: index must be a step in \[0, 38\), got 38"):
+        anim.frame(38)
+    assert not (tmp_path / "a.gif").exists()
+
+
+def test_saving_makes_missing_folders_and_draws_the_frames_asked_for(tmp_path):
+    anim = viz.animate((12, 1), (3, 1, 1))
+    seen = []
+    path = anim.save(
+        tmp_path / "new" / "deeper" / "a.gif", frames=[0, 5, 9], progress=lambda *a: seen.append(a)
+    )
+    assert Image.open(path).n_frames == 3 and seen == [(1, 3), (2, 3), (3, 3)]
+    player = anim.to_html(frames=range(0, 10, 3))
+    assert player.count("iVBOR") == 5 and "4 of 10 steps, evenly spaced" in player

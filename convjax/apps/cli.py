@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import pathlib
 import sys
 
 from convjax import __version__, viz
@@ -13,16 +15,26 @@ from convjax.apps import train as training
 PADDING_NAMES = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
 
 
+MAX_FRAMES = 100  # steps drawn into one .gif or .html unless --max-frames says otherwise
+MAX_SHEET = 16  # frames on a .png sheet
+MAX_CELLS = 4096  # cells in one drawn array (64x64): more is not a legible picture
+SUFFIXES = (".gif", ".html", ".htm", ".png")
+
+
 def _animate_parser(commands) -> None:
     animate = commands.add_parser(
         "animate",
         help="draw any convolution as an animation (.gif, .html) or a frame sheet (.png)",
         description="Draw convjax.conv (or, --transpose, convjax.conv_transpose) for the given "
-        "shapes and options, frame by frame, from the index maps convjax computes with.",
+        "shapes and options, frame by frame, from the index maps convjax computes with. With "
+        "--channels or --groups, each frame also shows which input channels each output "
+        "channel reads.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     animate.add_argument("--input", type=int, nargs="+", required=True, help="spatial sizes")
-    animate.add_argument("--kernel", type=int, nargs="+", required=True, help="window sizes")
+    animate.add_argument(
+        "--kernel", type=int, nargs="+", required=True, help="window sizes, one per --input dim"
+    )
     animate.add_argument("--stride", type=int, nargs="+", default=[1], help="one or per dim")
     animate.add_argument(
         "--padding",
@@ -50,33 +62,140 @@ def _animate_parser(commands) -> None:
     )
     animate.add_argument("--values", action="store_true", help="write numbers in the cells")
     animate.add_argument("--fps", type=float, default=2.0, help="frames per second")
-    animate.add_argument("--out", required=True, help="the file: .gif, .html or .png")
+    animate.add_argument(
+        "--max-frames",
+        type=int,
+        default=MAX_FRAMES,
+        help=f"draw at most this many steps, evenly spaced (a .png sheet: at most {MAX_SHEET})",
+    )
+    animate.add_argument(
+        "--max-cells",
+        type=int,
+        default=MAX_CELLS,
+        help="refuse to draw an array of more cells than this (it would not be legible)",
+    )
+    animate.add_argument(
+        "--out", required=True, help="the file: .gif, .html or .png (missing folders are made)"
+    )
 
 
 def _one_or_many(values: list[int]) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _shown(values) -> str:
+    return " ".join(map(str, values))
+
+
+def _per_dim(flag: str, values: list[int], ndim: int, minimum: int) -> None:
+    """One value, or one per spatial dim, each at least ``minimum``."""
+    if len(values) not in (1, ndim):
+        raise ValueError(
+            f"{flag} takes one value or one per --input dim ({ndim}), got {len(values)}: "
+            f"{_shown(values)}."
+        )
+    if min(values) < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}, got {_shown(values)}.")
+
+
+def _padding(values: list[str]) -> str | int | tuple[int, ...]:
+    if len(values) == 1 and not values[0].lstrip("-").isdigit():
+        return values[0]
+    try:
+        return _one_or_many([int(p) for p in values])
+    except ValueError:
+        raise ValueError(f"--padding takes one name or ints, got {_shown(values)}.") from None
+
+
+def _check_animate(args) -> None:
+    """Every check that needs no drawing, before anything is built: one line each, naming the
+    flag, the rule and the values."""
+    ndim = len(args.input)
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"--input takes 1 to 3 spatial sizes, got {ndim}: {_shown(args.input)}.")
+    if len(args.kernel) != ndim:
+        raise ValueError(
+            f"--kernel needs one size per --input dim: --input {_shown(args.input)} is "
+            f"{ndim}-d, --kernel {_shown(args.kernel)} is {len(args.kernel)}-d."
+        )
+    for flag, values in (("--input", args.input), ("--kernel", args.kernel)):
+        if min(values) < 1:
+            raise ValueError(f"{flag} sizes must be >= 1, got {_shown(values)}.")
+    _per_dim("--stride", args.stride, ndim, 1)
+    _per_dim("--dilation", args.dilation, ndim, 1)
+    _per_dim("--output-padding", args.output_padding, ndim, 0)
+    if not isinstance(_padding(args.padding), str) and len(args.padding) not in (1, ndim):
+        raise ValueError(
+            f"--padding takes one name, or one int or one per --input dim ({ndim}), got "
+            f"{len(args.padding)}: {_shown(args.padding)}."
+        )
+    for flag, value in (("--groups", [args.groups]), ("--channels", args.channels)):
+        if min(value) < 1:
+            raise ValueError(f"{flag} must be >= 1, got {_shown(value)}.")
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise ValueError(f"--fps must be a number > 0, got {args.fps:g}.")
+    for flag, value in (("--max-frames", args.max_frames), ("--max-cells", args.max_cells)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}.")
+    _check_out(args.out)
+    cells = math.prod(args.input)
+    if cells > args.max_cells:
+        raise ValueError(
+            f"--input {_shown(args.input)} is {cells:,} cells, more than --max-cells "
+            f"{args.max_cells}: a picture that large is not legible (the same rule shows on a "
+            f"few cells); draw a smaller input, or raise --max-cells."
+        )
+
+
+def _check_out(out: str) -> None:
+    path = pathlib.Path(out)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"--out must end in .gif, .html or .png, got {out!r}.")
+    if path.is_dir():
+        raise ValueError(f"--out must name a file, got the folder {out!r}.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out must be in a folder, but {str(folder)!r} is a file: {out!r}.")
+
+
+def _check_folder(out: str) -> None:
+    """``tour --out DIR``: DIR is a folder, or can be made (checked before the tour runs)."""
+    folder = pathlib.Path(out)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        what = "is a file" if folder == pathlib.Path(out) else f"is in {str(folder)!r}, a file"
+        raise ValueError(f"--out must be a folder, but {out!r} {what}.")
+
+
+def _progress(total: int):
+    """Report drawing on stderr: one updated line on a terminal, else a line every quarter."""
+    tty = sys.stderr.isatty()
+
+    def report(done: int, _: int) -> None:
+        if tty:
+            end = "\n" if done == total else ""
+            print(f"\rconvjax animate: drawn {done}/{total}", end=end, file=sys.stderr, flush=True)
+        elif done == total or done % max(total // 4, 1) == 0:
+            print(f"convjax animate: drawn {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
 def _animate(args) -> int:
-    if len(args.padding) == 1 and not args.padding[0].lstrip("-").isdigit():
-        padding = args.padding[0]
-    else:
-        try:
-            padding = _one_or_many([int(p) for p in args.padding])
-        except ValueError:
-            raise ValueError(
-                f"--padding takes one name or ints, got {' '.join(args.padding)}."
-            ) from None
+    _check_animate(args)
     c_in, c_out = args.channels
     if args.transpose:
-        kernel = (*args.kernel, c_out // max(args.groups, 1), c_in)
+        kernel = (*args.kernel, c_out // args.groups, c_in)
     else:
-        kernel = (*args.kernel, c_in // max(args.groups, 1), c_out)
+        kernel = (*args.kernel, c_in // args.groups, c_out)
     anim = viz.animate(
         (*args.input, c_in),
         kernel,
         strides=_one_or_many(args.stride),
-        padding=padding,
+        padding=_padding(args.padding),
         dilation=_one_or_many(args.dilation),
         groups=args.groups,
         padding_mode=args.padding_mode,
@@ -84,10 +203,29 @@ def _animate(args) -> int:
         output_padding=_one_or_many(args.output_padding),
         view=args.view,
         values=args.values,
+        max_cells=args.max_cells,
     )
-    path = anim.save(args.out, fps=args.fps)
-    print(f"wrote {path} ({len(anim.steps)} frames)")
+    steps = len(anim.steps)
+    sheet = pathlib.Path(args.out).suffix.lower() == ".png"
+    most = min(args.max_frames, MAX_SHEET) if sheet else args.max_frames
+    frames = _spread(steps, most)
+    if len(frames) < steps:
+        every = "" if sheet else f" (--max-frames {steps} draws every step)"
+        print(f"drawing {len(frames)} of {steps} steps, evenly spaced{every}")
+    path = anim.save(
+        args.out, fps=args.fps, frames=frames, max_frames=steps, progress=_progress(len(frames))
+    )
+    print(f"wrote {path} ({len(frames)} frames of {steps} steps)")
     return 0
+
+
+def _spread(n: int, most: int) -> list[int]:
+    """``most`` of ``range(n)``, evenly spaced, first and last included."""
+    if n <= most:
+        return list(range(n))
+    if most == 1:
+        return [0]
+    return sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
 
 
 def _fail(command: str, message: str) -> int:
@@ -109,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         "tour",
         help="walk through every convolution type on real arrays",
         description="Walk through every convolution type on real arrays, two formulations side "
-        "by side; with --out, also write an HTML page of animations in the same order.",
+        "by side; with --out, also write an HTML page with the same numbers and the animations "
+        "of each type, in the same order.",
     )
     tour_parser.add_argument(
-        "--out", metavar="DIR", help="also write DIR/index.html (needs convjax[viz])"
+        "--out",
+        metavar="DIR",
+        help="also write DIR/index.html, making DIR if missing (needs convjax[viz])",
     )
     _animate_parser(commands)
     train = commands.add_parser(
@@ -163,15 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (ValueError, TypeError, ImportError) as error:
+    except (ValueError, TypeError, ImportError, OSError) as error:
         # convjax's own checks explain themselves: say it in one line, as argparse does.
         return _fail(args.command, str(error))
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        _fail(args.command, "interrupted.")
+        return 130
 
 
 def _run(args) -> int:
     if args.command == "animate":
         return _animate(args)
     if args.command == "tour":
+        if args.out is not None:
+            _check_folder(args.out)
         tour.run(out=args.out)
     elif args.command == "bench":
         return benchmarks.main(args)

@@ -7,11 +7,13 @@ the order the tour tells them, drawn by :mod:`convjax.viz`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import html
 import io
 import math
 import pathlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -245,7 +247,14 @@ def _separable():
     )
 
 
-@section("Flax modules on either backend")
+@section(
+    "Flax modules on either backend",
+    (
+        "a layer's convolution, 3 -> 4 channels, stride 2, 'SAME': every output channel reads "
+        "every input channel",
+        dict(input_shape=(5, 5, 3), kernel_shape=(3, 3, 3, 4), strides=2, padding="SAME"),
+    ),
+)
 def _modules():
     layer = convjax.nnx.Conv(16, 32, (3, 3), strides=2, padding="SAME", rngs=nnx.Rngs(0))
     params = sum(p.size for p in jax.tree.leaves(nnx.state(layer, nnx.Param)))
@@ -264,28 +273,62 @@ def _modules():
     print("  `convjax train --impl auto|lax|gather|taps` trains an encoder-decoder of these layers")
 
 
+class _Tee(io.TextIOBase):
+    """Writes go to ``stream`` and are kept, so a section's numbers can go on the page too."""
+
+    def __init__(self, stream):
+        self.stream, self.kept = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.kept.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def run(out: str | pathlib.Path | None = None) -> None:
-    """Print the tour; with ``out``, also write ``out/index.html`` with its pictures."""
-    print(f"convjax {convjax.__version__} tour (jax {jax.__version__}, {jax.default_backend()})")
+    """Print the tour; with ``out``, also write ``out/index.html``: the same numbers and the
+    pictures of each section."""
+    header = f"convjax {convjax.__version__} tour (jax {jax.__version__}, {jax.default_backend()})"
+    print(header)
+    printed = []
     for number, (title, fn, _) in enumerate(SECTIONS, 1):
         print(f"\n{number}. {title}")
-        fn()
+        tee = _Tee(sys.stdout)
+        with contextlib.redirect_stdout(tee):
+            fn()
+        printed.append(tee.kept.getvalue())
     if out is not None:
-        path = write_page(pathlib.Path(out))
+        path = write_page(pathlib.Path(out), printed, header=header)
         print(f"\nwrote {path}")
 
 
-def write_page(out: pathlib.Path) -> pathlib.Path:
-    """``out/index.html``: the tour's sections in order, each with its animations (inline
-    players) and channel pictures, self-contained."""
+def write_page(
+    out: pathlib.Path, printed: list[str] | None = None, *, header: str = ""
+) -> pathlib.Path:
+    """``out/index.html``: the tour's sections in order, each with the numbers the tour prints
+    (``printed``, one text per section; run here, quietly, when not given) and its animations
+    (inline players) and channel pictures, self-contained."""
+    if printed is None:
+        printed = []
+        for _, fn, _ in SECTIONS:
+            with contextlib.redirect_stdout(io.StringIO()) as kept:
+                fn()
+            printed.append(kept.getvalue())
     parts = [
         "<!doctype html><meta charset='utf-8'><title>convjax tour</title>",
-        "<body style='font-family:sans-serif;max-width:60em;margin:auto'>",
+        "<style>body{font-family:sans-serif;max-width:64em;margin:auto;padding:0 1em}"
+        "pre{background:#f4f6f8;padding:.8em 1em;white-space:pre-wrap;font-size:14px;"
+        "line-height:1.45}h3{font-size:1.05em;margin:1.4em 0 .4em}</style>",
         "<h1>convjax tour</h1>",
-        "<p>Every picture is drawn from the index maps convjax computes with.</p>",
+        f"<p>{html.escape(header)}</p>" if header else "",
+        "<p>The numbers <code>convjax tour</code> prints, section by section, and pictures of "
+        "each type, drawn from the index maps convjax computes with.</p>",
     ]
-    for number, (title, _, pictures) in enumerate(SECTIONS, 1):
+    for number, ((title, _, pictures), text) in enumerate(zip(SECTIONS, printed, strict=True), 1):
         parts.append(f"<h2>{number}. {html.escape(title)}</h2>")
+        parts.append(f"<pre>{html.escape(text.strip(chr(10)))}</pre>")
         for caption, options in pictures:
             parts.append(f"<h3>{html.escape(caption)}</h3>")
             if "channels" in options:
@@ -294,15 +337,13 @@ def write_page(out: pathlib.Path) -> pathlib.Path:
                     groups=options["groups"],
                     labels=options.get("labels", ()),
                 )
-                buffer = io.BytesIO()
-                fig.savefig(buffer, format="png", dpi=72)
-                data = base64.b64encode(buffer.getvalue()).decode()
+                data = base64.b64encode(fig._repr_png_()).decode()
                 parts.append(
                     f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
                 )
             else:
-                parts.append(viz.animate(**options).to_html(fps=1.5, cell=0.4, dpi=72))
+                parts.append(viz.animate(**options).to_html(fps=1.5))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    path.write_text("\n".join(parts) + "\n</body>\n")
+    path.write_text("\n".join(part for part in parts if part) + "\n")
     return path
