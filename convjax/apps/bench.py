@@ -4,10 +4,14 @@ Every contender computes the same convolution on the same arrays.  Contenders al
 rounds; right before each timed call a contender runs untimed for ``SETTLE_SECONDS`` (on a
 small machine an idle core takes ~10 ms to wake, and PyTorch's OpenMP workers spin for a while
 after each call).  Reported: the median and the min/max over the rounds, and ratios to PyTorch
-(the faster of its NCHW and channels_last layouts) and to Flax.  ``fwd+bwd`` is one vjp with a
-fixed random cotangent: the output and both gradients (input and kernel).  On an accelerator
-each timed call runs ``DEVICE_REPEATS`` jitted calls back to back and reports the mean, so that
-host dispatch is hidden behind device time.
+(the faster of its NCHW and channels_last layouts) and to Flax.  ``grad`` is what training
+runs: the gradients (input and kernel) of a loss of the output, ``Σ conv(x, k)²``, so the
+cotangent is the layer's own output, as every real loss makes it.  ``vjp`` (a diagnostic, on
+request) uses a fixed random cotangent instead; it can hide what a real loss costs (XLA may
+fuse the forward into each consumer of a cotangent computed from it).  On an accelerator each
+timed call runs ``DEVICE_REPEATS`` jitted calls back to back and reports the mean, so that host
+dispatch is hidden behind device time.  ``convjax bench --models`` times whole training steps
+of reference architectures instead (``models.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from convjax.apps.train import Denoiser, denoise, make_batch
 
 SETTLE_SECONDS = 0.015
 DEVICE_REPEATS = 20
-MODES = ("fwd", "fwd+bwd")
+MODES = ("fwd", "grad")  # and "vjp", a diagnostic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,10 +185,12 @@ def _jax_contenders(case: Case, names: Sequence[str], dtype, on_device: bool):
         except ValueError:  # this formulation refuses the case (e.g. fft and strides)
             continue
         forward = jax.jit(f)
-        both = jax.jit(lambda x, k, ct, f=f: jax.vjp(f, x, k)[1](ct))
+        grad = jax.jit(jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))
+        vjp = jax.jit(lambda x, k, ct, f=f: jax.vjp(f, x, k)[1](ct))
         result[name] = {
             "fwd": _repeat(lambda forward=forward: forward(x, kernel), on_device),
-            "fwd+bwd": _repeat(lambda both=both: both(x, kernel, cotangent), on_device),
+            "grad": _repeat(lambda grad=grad: grad(x, kernel), on_device),
+            "vjp": _repeat(lambda vjp=vjp: vjp(x, kernel, cotangent), on_device),
         }
     return result
 
@@ -235,10 +241,12 @@ def _flax_contender(case: Case, dtype, on_device: bool):
     apply = lambda p, x: nnx.merge(graphdef, p)(x)  # noqa: E731
     cotangent = jnp.asarray(rng.normal(size=jax.eval_shape(apply, params, x).shape), dtype)
     forward = jax.jit(apply)
-    both = jax.jit(lambda p, x, ct: jax.vjp(apply, p, x)[1](ct))
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(apply(p, x) ** 2), argnums=(0, 1)))
+    vjp = jax.jit(lambda p, x, ct: jax.vjp(apply, p, x)[1](ct))
     return {
         "fwd": _repeat(lambda: forward(params, x), on_device),
-        "fwd+bwd": _repeat(lambda: both(params, x, cotangent), on_device),
+        "grad": _repeat(lambda: grad(params, x), on_device),
+        "vjp": _repeat(lambda: vjp(params, x, cotangent), on_device),
     }
 
 
@@ -295,15 +303,20 @@ def _torch_contenders(torch, case: Case, dtype_name: str, device: str):
             with torch.no_grad():
                 return fn(x, w, **kwargs)
 
-        def both(xg=xg, wg=wg, cotangent=cotangent):
+        def grad(xg=xg, wg=wg):
+            xg.grad = wg.grad = None
+            (fn(xg, wg, **kwargs) ** 2).sum().backward()
+            return wg.grad
+
+        def vjp(xg=xg, wg=wg, cotangent=cotangent):
             xg.grad = wg.grad = None
             fn(xg, wg, **kwargs).backward(cotangent)
             return wg.grad
 
         repeats = DEVICE_REPEATS if device == "cuda" else 1
         result[layout] = {
-            "fwd": ((lambda f=forward, r=repeats: [f() for _ in range(r)][-1]), sync),
-            "fwd+bwd": ((lambda f=both, r=repeats: [f() for _ in range(r)][-1]), sync),
+            mode: ((lambda f=f, r=repeats: [f() for _ in range(r)][-1]), sync)
+            for mode, f in (("fwd", forward), ("grad", grad), ("vjp", vjp))
         }
     return result
 
@@ -354,6 +367,7 @@ def run(
     torch: Any = None,
     dtype: str = "float32",
     rounds: int = 9,
+    modes: Sequence[str] = MODES,
     out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Measure ``cases`` and return the results (the JSON ``convjax bench`` writes)."""
@@ -361,7 +375,7 @@ def run(
     on_device = jax.default_backend() != "cpu"
     device = "cuda" if on_device else "cpu"
     jax_dtype = jnp.dtype(dtype)
-    progress = Progress(len(cases) * len(MODES) * rounds, out)
+    progress = Progress(len(cases) * len(modes) * rounds, out)
     rows = []
     for case in cases:
         progress.label = case.name
@@ -377,7 +391,7 @@ def run(
             for layout, runs in _torch_contenders(torch, case, dtype, device).items():
                 contenders[f"torch {layout}"] = runs
         spec_choice = _auto_choice(case)
-        for mode in MODES:
+        for mode in modes:
             timings = measure({n: r[mode] for n, r in contenders.items()}, rounds, progress.step)
             rows.append(_row(case, mode, timings, spec_choice))
     progress.close()
