@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import convjax
-from convjax.apps.bench import _block, measure
+from convjax.apps.timing import block, measure
 
 CASES = {
     "3x3, 56², 64→64, b4": ((4, 56, 56, 64), (3, 3, 64, 64), dict(padding=1)),
@@ -37,7 +37,7 @@ def contenders(x_shape, kernel_shape, options):
         both = jax.jit(lambda x, k, f=f: jax.vjp(f, x, k)[1](jnp.ones_like(f(x, k))))
         hlo = both.lower(xin, kernel).compile().as_text()
         transposes[layout] = hlo.count(" transpose(")
-        result[layout] = (lambda both=both, xin=xin: both(xin, kernel), _block)
+        result[layout] = (lambda both=both, xin=xin: both(xin, kernel), block)
     return result, transposes
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import convjax
-from convjax.apps.bench import _block, measure
+from convjax.apps.timing import block, measure
 
 FORMULATIONS = {"dense": ("lax", "taps", "fft"), "depthwise": ("taps", "fft")}
 
@@ -37,7 +37,7 @@ def contenders(kind: str, window: int):
     for impl in FORMULATIONS[kind]:
         f = functools.partial(convjax.conv, padding="SAME", groups=groups, impl=impl)
         both = jax.jit(lambda x, k, f=f: jax.vjp(f, x, k)[1](cotangent))
-        result[impl] = (lambda both=both: both(x, kernel), _block)
+        result[impl] = (lambda both=both: both(x, kernel), block)
     return result
 
 

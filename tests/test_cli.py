@@ -1,6 +1,9 @@
 """The command line: help that reads well, --version, and bad values as one-line errors (exit 2),
 never tracebacks."""
 
+import re
+import sys
+
 import pytest
 from PIL import Image
 
@@ -129,3 +132,20 @@ def test_animate_samples_frames_shows_progress_and_makes_folders(tmp_path, capsy
     assert "drawing 4 of 10 steps, evenly spaced (--max-frames 10 draws every step)" in printed.out
     assert "convjax animate: drawn 4/4" in printed.err
     assert Image.open(out).n_frames == 4
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["bench", "--formulations", "bogus"], r"invalid choice: 'bogus'"),
+        (["bench", "--rounds", "0"], r"--rounds: must be an int >= 1, got 0"),
+        (["bench", "--models", "alexnet"], r"--models: invalid choice: 'alexnet'"),
+        (["bench", "--no-torch", "--png", "chart.png"], r"--png .* `pip install torch`"),
+    ],
+)
+def test_bench_refuses_bad_options_in_one_line_before_any_work(argv, match, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        sys.exit(cli.main(argv))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and len(err.strip().splitlines()) == 1, err

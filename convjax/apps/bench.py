@@ -22,22 +22,19 @@ import json
 import math
 import platform
 import re
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import convjax
-from convjax.apps.train import Denoiser, denoise, make_batch
+from convjax.apps import models
+from convjax.apps.timing import Progress, Timing, block, measure, try_import_torch
 
-SETTLE_SECONDS = 0.015
 DEVICE_REPEATS = 20
 MODES = ("fwd", "grad")  # and "vjp", a diagnostic
 
@@ -118,53 +115,6 @@ SUITE = (
 # -- timing ------------------------------------------------------------------------------------
 
 
-def _block(value):
-    return jax.block_until_ready(value)
-
-
-def timed_call(run: Callable[[], Any], sync: Callable[[Any], Any], settle: bool = True) -> float:
-    """Seconds of one ``run()`` after running it untimed for ``SETTLE_SECONDS``."""
-    start = time.perf_counter()
-    while settle and time.perf_counter() - start < SETTLE_SECONDS:
-        sync(run())
-    start = time.perf_counter()
-    sync(run())
-    return time.perf_counter() - start
-
-
-@dataclasses.dataclass
-class Timing:
-    seconds: list[float]
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.seconds) * 1e3
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "median_ms": self.median_ms,
-            "min_ms": min(self.seconds) * 1e3,
-            "max_ms": max(self.seconds) * 1e3,
-        }
-
-
-def measure(
-    contenders: dict[str, tuple[Callable, Callable]], rounds: int, progress: Callable[[], None]
-) -> dict[str, Timing]:
-    """Alternate the contenders ``{name: (run, sync)}`` in ``rounds`` rounds."""
-    settle = {}
-    for name, (run, sync) in contenders.items():  # compile and warm up
-        sync(run())
-        # A call much longer than the settle needs none (a wake-up is noise there).
-        settle[name] = timed_call(run, sync, settle=False) < 50 * SETTLE_SECONDS
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, (run, sync) in contenders.items():
-            times[name].append(timed_call(run, sync, settle[name]))
-        progress()
-    return {name: Timing(t) for name, t in times.items()}
-
-
 # -- contenders --------------------------------------------------------------------------------
 
 
@@ -196,10 +146,10 @@ def _jax_contenders(case: Case, names: Sequence[str], dtype, on_device: bool):
 
 
 def _repeat(run: Callable, on_device: bool):
-    """``(run, sync)``, with ``DEVICE_REPEATS`` calls per run on an accelerator."""
+    """``(run, sync, calls)``, with ``DEVICE_REPEATS`` calls per run on an accelerator."""
     if not on_device:
-        return run, _block
-    return (lambda: [run() for _ in range(DEVICE_REPEATS)][-1]), _block
+        return run, block, 1
+    return (lambda: [run() for _ in range(DEVICE_REPEATS)][-1]), block, DEVICE_REPEATS
 
 
 def _flax_contender(case: Case, dtype, on_device: bool):
@@ -315,48 +265,13 @@ def _torch_contenders(torch, case: Case, dtype_name: str, device: str):
 
         repeats = DEVICE_REPEATS if device == "cuda" else 1
         result[layout] = {
-            mode: ((lambda f=f, r=repeats: [f() for _ in range(r)][-1]), sync)
+            mode: ((lambda f=f, r=repeats: [f() for _ in range(r)][-1]), sync, repeats)
             for mode, f in (("fwd", forward), ("grad", grad), ("vjp", vjp))
         }
     return result
 
 
-def try_import_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
 # -- the run -----------------------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress bar on ``out`` (redrawn in place on a terminal)."""
-
-    def __init__(self, total: int, out: TextIO, width: int = 30):
-        self.total, self.done, self.out, self.width = total, 0, out, width
-        self.live = out.isatty()
-        self.label = ""
-
-    def step(self) -> None:
-        self.done += 1
-        self.draw()
-
-    def draw(self) -> None:
-        filled = self.width * self.done // max(self.total, 1)
-        line = (
-            f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}  {self.label}"
-        )
-        if self.live:
-            print("\r" + line[:120].ljust(120), end="", file=self.out, flush=True)
-        elif self.done == self.total or self.done % max(self.total // 10, 1) == 0:
-            print(line, file=self.out, flush=True)
-
-    def close(self) -> None:
-        if self.live:
-            print(file=self.out)
 
 
 def run(
@@ -395,17 +310,19 @@ def run(
             timings = measure({n: r[mode] for n, r in contenders.items()}, rounds, progress.step)
             rows.append(_row(case, mode, timings, spec_choice))
     progress.close()
+    return {"machine": machine(torch, dtype, rounds), "rows": rows}
+
+
+def machine(torch: Any, dtype: str, rounds: int) -> dict[str, Any]:
+    """What the numbers were measured on."""
     return {
-        "machine": {
-            "platform": jax.default_backend(),
-            "device": str(jax.devices()[0].device_kind),
-            "cpu": platform.processor() or platform.machine(),
-            "jax": jax.__version__,
-            "torch": getattr(torch, "__version__", None),
-            "dtype": dtype,
-            "rounds": rounds,
-        },
-        "rows": rows,
+        "platform": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "cpu": platform.processor() or platform.machine(),
+        "jax": jax.__version__,
+        "torch": getattr(torch, "__version__", None),
+        "dtype": dtype,
+        "rounds": rounds,
     }
 
 
@@ -521,206 +438,40 @@ def select(cases: Sequence[Case], patterns: Sequence[str] | None) -> list[Case]:
     return chosen
 
 
-# -- a whole training step ---------------------------------------------------------------------
-
-TRAIN_CONFIGS = (
-    ("train step: `convjax train` model, 32², width 16, b16", 32, 16),
-    ("train step: wider model, 64², width 32, b16", 64, 32),
-)
-
-
-def _adam_step_jax(model_fn, params, noisy, clean, on_device):
-    """A jitted adam step of a JAX model ``model_fn(params, x)``: ``(run, sync)``."""
-    optimizer = optax.adam(1e-3)
-    state = {"params": params, "opt": optimizer.init(params)}
-
-    @jax.jit
-    def step(params, opt_state):
-        loss, grads = jax.value_and_grad(lambda p: jnp.mean((model_fn(p, noisy) - clean) ** 2))(
-            params
-        )
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-        return params, opt_state, loss
-
-    def run():
-        state["params"], state["opt"], loss = step(state["params"], state["opt"])
-        return loss
-
-    return _repeat(run, on_device)
-
-
-def _flax_denoiser(width: int, rngs):
-    """The ``convjax train`` model written with Flax's own layers (same shapes and FLOPs)."""
-    w = width
-    same = dict(padding="SAME", rngs=rngs)
-
-    class FlaxDenoiser(nnx.Module):
-        def __init__(self):
-            self.stem = nnx.Conv(1, w, (3, 3), **same)
-            self.down1 = nnx.Conv(w, 2 * w, (3, 3), strides=2, **same)
-            self.down2 = nnx.Conv(2 * w, 4 * w, (3, 3), strides=2, **same)
-            self.context = nnx.Conv(4 * w, 4 * w, (3, 3), kernel_dilation=2, **same)
-            self.blocks = nnx.List(
-                [
-                    nnx.Sequential(
-                        nnx.Conv(
-                            4 * w, 4 * w, (3, 3), feature_group_count=4 * w, use_bias=False, **same
-                        ),
-                        nnx.Conv(4 * w, 4 * w, (1, 1), **same),
-                    )
-                    for _ in range(2)
-                ]
-            )
-            self.up1 = nnx.ConvTranspose(4 * w, 2 * w, (4, 4), strides=2, **same)
-            self.up2 = nnx.ConvTranspose(2 * w, w, (4, 4), strides=2, **same)
-            self.head = nnx.Conv(w, 1, (3, 3), **same)
-
-        def __call__(self, noisy):
-            return denoise(self, noisy, jax.nn.gelu)
-
-    return FlaxDenoiser()
-
-
-def _torch_denoiser(torch, width: int):
-    nn = torch.nn
-    w = width
-
-    class TorchDenoiser(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Conv2d(1, w, 3, padding=1)
-            self.down1 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1)
-            self.down2 = nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1)
-            self.context = nn.Conv2d(4 * w, 4 * w, 3, padding=2, dilation=2)
-            self.blocks = nn.ModuleList(
-                [
-                    nn.Sequential(
-                        nn.Conv2d(4 * w, 4 * w, 3, padding=1, groups=4 * w, bias=False),
-                        nn.Conv2d(4 * w, 4 * w, 1),
-                    )
-                    for _ in range(2)
-                ]
-            )
-            self.up1 = nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1)
-            self.up2 = nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1)
-            self.head = nn.Conv2d(w, 1, 3, padding=1)
-
-        def forward(self, noisy):
-            return denoise(self, noisy, nn.functional.gelu)
-
-    return TorchDenoiser()
-
-
-def train_contenders(
-    size: int, width: int, torch: Any, on_device: bool, formulations=("auto", "lax")
-):
-    """``{name: (run, sync)}``: one adam step of the denoiser in convjax (per formulation),
-    Flax and PyTorch, on one fixed batch of 16 images."""
-    noisy, clean = make_batch(jax.random.key(0), 16, size)
-    contenders = {}
-    for impl in formulations:
-        model = Denoiser(1, width, impl=impl, rngs=nnx.Rngs(0))
-        graphdef, params = nnx.split(model)
-        contenders[impl] = _adam_step_jax(
-            lambda p, x, g=graphdef: nnx.merge(g, p)(x), params, noisy, clean, on_device
-        )
-    graphdef, params = nnx.split(_flax_denoiser(width, nnx.Rngs(0)))
-    contenders["flax"] = _adam_step_jax(
-        lambda p, x: nnx.merge(graphdef, p)(x), params, noisy, clean, on_device
-    )
-    if torch is not None:
-        device = "cuda" if on_device else "cpu"
-        for layout in ("NCHW", "channels_last"):
-            memory_format = (
-                torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            )
-            model = _torch_denoiser(torch, width).to(device=device, memory_format=memory_format)
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-            tn = (
-                torch.from_numpy(np.asarray(noisy).transpose(0, 3, 1, 2).copy())
-                .to(device)
-                .contiguous(memory_format=memory_format)
-            )
-            tc = (
-                torch.from_numpy(np.asarray(clean).transpose(0, 3, 1, 2).copy())
-                .to(device)
-                .contiguous(memory_format=memory_format)
-            )
-
-            def step(model=model, optimizer=optimizer, tn=tn, tc=tc):
-                optimizer.zero_grad(set_to_none=True)
-                loss = torch.mean((model(tn) - tc) ** 2)
-                loss.backward()
-                optimizer.step()
-                return loss
-
-            sync = (lambda _: torch.cuda.synchronize()) if on_device else (lambda _: None)
-            contenders[f"torch {layout}"] = (step, sync)
-    return contenders
-
-
-def run_train(torch: Any, rounds: int, out: TextIO | None = None) -> list[dict[str, Any]]:
-    """Rows for the training-step comparison (the same shape as :func:`run`'s)."""
-    out = sys.stderr if out is None else out
-    on_device = jax.default_backend() != "cpu"
-    rows = []
-    progress = Progress(len(TRAIN_CONFIGS) * rounds, out)
-    for name, size, width in TRAIN_CONFIGS:
-        progress.label = name
-        progress.draw()
-        timings = measure(train_contenders(size, width, torch, on_device), rounds, progress.step)
-        torch_names = [n for n in timings if n.startswith("torch")]
-        reference = min((timings[n].median_ms for n in torch_names), default=None)
-        flax = timings["flax"]
-        rows.append(
-            {
-                "case": name,
-                "mode": "step",
-                "auto_runs": "per layer",
-                "contenders": {n: t.as_dict() for n, t in timings.items()},
-                "torch_ms": reference,
-                "ratio_to_torch": {
-                    n: t.median_ms / reference
-                    for n, t in timings.items()
-                    if reference and not n.startswith("torch")
-                },
-                "speedup_over_flax": {
-                    n: flax.median_ms / t.median_ms
-                    for n, t in timings.items()
-                    if n != "flax" and not n.startswith("torch")
-                },
-            }
-        )
-    progress.close()
-    return rows
-
-
 def main(args) -> int:
-    """``convjax bench`` (``args`` from the command line parser)."""
+    """``convjax bench`` (``args`` from the command line parser, checked there)."""
     torch = None if args.no_torch else try_import_torch()
+    if args.png and torch is None:
+        raise ValueError(
+            "--png charts the ratios to PyTorch, which is not installed (or --no-torch was "
+            "given); install it with `pip install torch` (the CPU build: `pip install torch "
+            "--index-url https://download.pytorch.org/whl/cpu`), or leave out --png."
+        )
     if torch is not None and jax.default_backend() == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     rounds = args.rounds or (3 if args.quick else 9)
-    cases = select(SUITE, args.shapes)
     print(
         f"convjax bench: {jax.default_backend()} ({jax.devices()[0].device_kind}), {args.dtype}, "
         f"{rounds} rounds; jax {jax.__version__}, "
         + (f"torch {torch.__version__}" if torch else "PyTorch not installed (no torch column)"),
         flush=True,
     )
-    results = run(
-        cases,
-        formulations=args.formulations,
-        flax=not args.no_flax,
-        torch=torch,
-        dtype=args.dtype,
-        rounds=rounds,
-    )
-    if args.train:
-        results["rows"] += run_train(torch, rounds)
-    print(table(results))
+    if args.models is not None:
+        rows = models.run(args.models or None, torch=torch, rounds=rounds, dtype=args.dtype)
+        results = {"machine": machine(torch, args.dtype, rounds), "rows": rows}
+        print(models.table(rows))
+    else:
+        modes = (*MODES, "vjp") if args.vjp else MODES
+        results = run(
+            select(SUITE, args.shapes),
+            formulations=args.formulations,
+            flax=not args.no_flax,
+            torch=torch,
+            dtype=args.dtype,
+            rounds=rounds,
+            modes=modes,
+        )
+        print(table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -7,9 +7,10 @@ import math
 import pathlib
 import sys
 
+import convjax
 from convjax import __version__, viz
 from convjax.apps import bench as benchmarks
-from convjax.apps import tour
+from convjax.apps import models, tour
 from convjax.apps import train as training
 
 PADDING_NAMES = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
@@ -236,13 +237,13 @@ def _fail(command: str, message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convjax",
         description="Every convolution, several ways: walk through them, draw them, train with "
         "them, and time them against Flax and PyTorch.",
     )
     parser.add_argument("--version", action="version", version=f"convjax {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     tour_parser = commands.add_parser(
         "tour",
         help="walk through every convolution type on real arrays",
@@ -281,22 +282,39 @@ def main(argv: list[str] | None = None) -> int:
         "bench",
         help="time the formulations against Flax and PyTorch, side by side",
         description="Time every formulation, Flax and PyTorch (when installed) on a suite of "
-        "convolutions, forward and fwd+bwd, alternating in rounds; print medians and ratios.",
+        "convolutions — forward, and the gradients of a loss of the output as training runs "
+        "them — alternating in rounds; print medians and ratios.  With --models, whole "
+        "training steps of reference architectures instead.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     bench.add_argument("--quick", action="store_true", help="3 rounds instead of 9")
-    bench.add_argument("--rounds", type=int, help="timed rounds per contender")
+    bench.add_argument("--rounds", type=_positive_int, help="timed rounds per contender")
     bench.add_argument(
         "--shapes", nargs="+", metavar="TEXT", help="only the cases whose name contains TEXT"
     )
     bench.add_argument(
         "--formulations",
         nargs="+",
-        default=["auto", "lax", "gather", "taps", "fft"],
-        help="convjax formulations to time",
+        default=[f.name for f in convjax.formulations()],
+        choices=[f.name for f in convjax.formulations()],
+        metavar="NAME",
+        help="convjax formulations to time (of: "
+        + ", ".join(f.name for f in convjax.formulations())
+        + ")",
     )
     bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    bench.add_argument("--train", action="store_true", help="also time whole training steps")
+    bench.add_argument(
+        "--models",
+        nargs="*",
+        metavar="NAME",
+        choices=list(models.ARCHITECTURES),
+        help="time whole training steps of reference architectures (all, or those named: "
+        + ", ".join(models.ARCHITECTURES)
+        + ") instead of the layer suite",
+    )
+    bench.add_argument(
+        "--vjp", action="store_true", help="also time a vjp with a random cotangent (diagnostic)"
+    )
     bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     bench.add_argument("--no-flax", action="store_true", help="leave Flax out")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -311,6 +329,25 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         _fail(args.command, "interrupted.")
         return 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``convjax bench: argument --rounds: …
+    (see --help)``) with exit status 2, as every other convjax command error is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help).\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+    return value
 
 
 def _run(args) -> int:
