@@ -31,6 +31,7 @@ from convjax._src.ops.counting import (
 )
 from convjax._src.ops.deconv import DeconvolveInfo, deconvolve
 from convjax._src.ops.explain import Convention, PaddingExplanation, explain_padding
+from convjax._src.ops.masks import pixelcnn_mask
 from convjax._src.ops.separable import (
     SeparableFactors,
     depthwise_separable_conv,
@@ -93,6 +94,7 @@ __all__ = [
     "output_padding_for",
     "output_shape",
     "param_count",
+    "pixelcnn_mask",
     "receptive_field",
     "separable_factors",
     "spatial_separable_conv",

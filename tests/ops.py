@@ -117,6 +117,7 @@ NOT_OPERATIONS = {
     "output_padding_for",
     "output_shape",
     "param_count",
+    "pixelcnn_mask",
     "receptive_field",
     "separable_factors",
     "unfold",

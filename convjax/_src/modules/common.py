@@ -87,6 +87,7 @@ def check_options(op: str, options: dict[str, Any], *, transposed: bool = False)
     if not isinstance(options["use_bias"], bool | np.bool_):
         raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
     check_data_format(op, options.get("data_format", "channels_last"))
+    check_mask(op, options.get("mask"))
     check_dtype(op, "dtype", options["dtype"], kinds=("float", "complex"))
     check_dtype(
         op, "param_dtype", options["param_dtype"], optional=False, kinds=("float", "complex")
@@ -287,11 +288,36 @@ def add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
     return y + bias.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
 
 
+def masked(op: str, params: dict[str, Any], mask: Any) -> dict[str, Any]:
+    """``params`` with the kernel multiplied by ``mask`` (Flax's masked convolution), checked to
+    have the kernel's shape."""
+    if mask is None:
+        return params
+    kernel = params["kernel"]
+    if tuple(jnp.shape(mask)) != tuple(kernel.shape):
+        raise ValueError(
+            f"{op}: mask must have the kernel's shape {tuple(kernel.shape)}, got "
+            f"{tuple(jnp.shape(mask))}."
+        )
+    return {**params, "kernel": kernel * jnp.asarray(mask, kernel.dtype)}
+
+
+def check_mask(op: str, mask: Any) -> Any:
+    """``mask`` as an array (``None`` kept): numbers, booleans included, in any array form."""
+    if mask is None:
+        return None
+    array = np.asarray(mask) if not hasattr(mask, "dtype") else mask
+    if dtype_kind(array.dtype) is None and array.dtype != np.bool_:
+        raise TypeError(f"{op}: mask must be an array of numbers, got dtype {array.dtype}.")
+    return jnp.asarray(array)
+
+
 def apply_layer(
     description, values: dict[str, Any], params: dict[str, Any], x: jax.Array
 ) -> jax.Array:
-    """A layer's forward pass: ``x`` and the parameters cast to one dtype, the layer's function,
-    then the bias."""
+    """A layer's forward pass: ``x`` and the parameters cast to one dtype (the kernel masked
+    where the layer has a mask), the layer's function, then the bias."""
+    params = masked(description.name, params, values.get("mask"))
     names = [name for name in params if name != "bias"]
     x, bias, *kernels = promote(
         description.name, values["dtype"], x, params.get("bias"), *(params[n] for n in names)
@@ -342,7 +368,7 @@ def init_stream(op: str, values: dict[str, Any], kernel: jax.Array, x_chunk: Any
 def stream(description, values, params, state, x_chunk):
     """``(y_chunk, next state)``: the layer on the next chunk of a stream, time first."""
     op = f"{description.name}.stream"
-    kernel = params["kernel"]
+    kernel = masked(description.name, params, values.get("mask"))["kernel"]
     check_streamable(op, values, kernel.shape)
     ndim = kernel.ndim - 2
     with reported_as(op):

@@ -178,6 +178,14 @@ PADDING_MODE = Option(
     '``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.',
     "padding_mode",
 )
+MASK = Option(
+    "mask",
+    None,
+    Any,
+    "an array of the kernel's shape multiplied into it before every call (Flax's ``mask``:\n"
+    "        PixelCNN's causal masks, see :func:`convjax.pixelcnn_mask`); masked taps get zero\n"
+    "        gradient.",
+)
 TAIL = (
     Option("use_bias", True, bool, "add a bias, one per output channel."),
     Option(
@@ -245,7 +253,7 @@ LAYERS: dict[str, LayerDescription] = {
             shapes=lambda op, c_in, c_out, o: common.conv_shapes(
                 op, c_in, c_out, o["kernel_size"], o["feature_group_count"], o["use_bias"]
             ),
-            options=(STRIDES, PADDING, DILATION, GROUPS, PADDING_MODE, *TAIL),
+            options=(STRIDES, PADDING, DILATION, GROUPS, PADDING_MODE, MASK, *TAIL),
             streams=True,
             example=Example(
                 (3, 8), '(3, 3), strides=2, padding="SAME"', (1, 8, 8, 3), (1, 4, 4, 8)
@@ -293,6 +301,7 @@ LAYERS: dict[str, LayerDescription] = {
                 DILATION,
                 GROUPS,
                 PADDING_MODE,
+                MASK,
                 *TRANSPOSE_TAIL,
             ),
             transposed=True,
@@ -317,7 +326,7 @@ LAYERS: dict[str, LayerDescription] = {
             shapes=lambda op, c_in, c_out, o: common.depthwise_shapes(
                 op, c_in, o["kernel_size"], o["depth_multiplier"], o["use_bias"]
             ),
-            options=(STRIDES, MULTIPLIER, PADDING, DILATION, PADDING_MODE, *TAIL),
+            options=(STRIDES, MULTIPLIER, PADDING, DILATION, PADDING_MODE, MASK, *TAIL),
             out_features=False,
             streams=True,
             example=Example((3,), "(3, 3), depth_multiplier=2", (1, 8, 8, 3), (1, 6, 6, 6)),

@@ -12,6 +12,7 @@ import inspect
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from convjax._src.modules import common
@@ -30,6 +31,9 @@ class Layer(nnx.Module):
         values["kernel_size"] = common.window(op, values["kernel_size"])
         common.check_options(op, values, transposed=description.transposed)
         shapes = description.shapes(op, values["in_features"], values.get("out_features"), values)
+        if values.get("mask") is not None:
+            values["mask"] = common.check_mask(op, values["mask"])
+            common.masked(op, {"kernel": jnp.zeros(shapes["kernel"])}, values["mask"])
         kernel_init, bias_init = values.pop("kernel_init"), values.pop("bias_init")
         for name, shape in shapes.items():
             init = bias_init if name == "bias" else kernel_init
