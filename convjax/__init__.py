@@ -1,5 +1,7 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
+# First: chooses XLA:CPU's convolution library before any JAX backend starts (xla_flags.py).
+from convjax._src import xla_flags  # noqa: F401, I001
 from convjax import autotune, from_torch, linen, nnx, streaming, viz
 from convjax._src.formulations import (
     AutoBackend,
