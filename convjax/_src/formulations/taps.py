@@ -122,6 +122,56 @@ def tap_sum(padded, kernel, geometry: Geometry, precision=None):
     return total
 
 
+def zero_padded_tap_sum(x, kernel, geometry: Geometry, low: Sequence[int], precision=None):
+    """``T(pad(x), kernel)`` for zero padding with ``low`` entries before each spatial axis (any
+    sign: a negative one skips inputs), without padding ``x``: the outputs whose windows read
+    only ``x`` are one tap sum over ``x`` itself, and the bands along the borders, whose windows
+    read padding, tap sums over small zero-padded slabs, concatenated around it.
+
+    A padded copy of ``x`` is a full extra write and read of the input (and, on the CPU, a large
+    temporary buffer per call); the bands are a few rows.  Each output sums its taps in the
+    same order either way."""
+    ndim = len(geometry.window)
+    sizes = x.shape[1 : ndim + 1]
+    inner = []
+    for size, k, s, d, lo, o in zip(
+        sizes, geometry.window, geometry.strides, geometry.dilation, low, geometry.out, strict=True
+    ):
+        first = -(-lo // s)  # the first output whose window starts inside x
+        last = (size - 1 + lo - (k - 1) * d) // s  # the last whose window ends inside x
+        inner.append((min(max(first, 0), o), min(max(last + 1, first, 0), o)))
+
+    def box(ranges):
+        """The outputs ``ranges`` (one ``(start, stop)`` per axis) from the slab they read."""
+        slab, config = [slice(None)], [(0, 0, 0)]
+        for (start, stop), size, k, s, d, lo in zip(
+            ranges, sizes, geometry.window, geometry.strides, geometry.dilation, low, strict=True
+        ):
+            first, last = start * s - lo, (stop - 1) * s - lo + (k - 1) * d  # inputs read
+            begin, end = min(max(first, 0), size), max(min(last + 1, size), 0)
+            slab.append(slice(begin, max(end, begin)))
+            config.append((begin - first, last + 1 - max(end, begin), 0))
+        part = x[tuple(slab)]
+        if any(before or after for before, after, _ in config):
+            part = lax.pad(part, jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
+        out = tuple(stop - start for start, stop in ranges)
+        return tap_sum(part, kernel, geometry._replace(out=out), precision)
+
+    def split(ranges, axis):
+        if axis == ndim:
+            return box(ranges)
+        start, stop = ranges[axis]
+        begin, end = inner[axis]
+        parts = []
+        for a, b, reads_padding in ((start, begin, True), (begin, end, False), (end, stop, True)):
+            if b > a:
+                sub = [*ranges[:axis], (a, b), *ranges[axis + 1 :]]
+                parts.append(box(sub) if reads_padding else split(sub, axis + 1))
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis + 1)
+
+    return split([(0, o) for o in geometry.out], 0)
+
+
 def _flipped_transposed_kernel(kernel, groups):
     """``[*window, C // G, G·J]`` → ``[*window (flipped), J, G·(C // G)]``: the kernel of the
     transposed tap sum, from ``C_out`` channels back to ``C_in``."""
@@ -221,7 +271,12 @@ class TapsBackend(AcceptsAll):
     def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
         geometry = geometry_of(spec, x.shape[1:-1], kernel.shape[: spec.ndim])
         dtype = accumulation_dtype(x.dtype, preferred_element_type)
-        y = tap_sum(pad(x, spec).astype(dtype), kernel.astype(dtype), geometry, precision)
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+        if spec.padding_mode == "zeros" and is_elementwise(kernel.shape[-2], spec.groups):
+            low = [lo for lo, _ in spec.padding]
+            y = zero_padded_tap_sum(x, kernel, geometry, low, precision)
+        else:
+            y = tap_sum(pad(x, spec), kernel, geometry, precision)
         return y.astype(x.dtype if preferred_element_type is None else preferred_element_type)
 
     def input_gradient(self, g, kernel, spec, x_shape, *, precision=None):
@@ -229,9 +284,18 @@ class TapsBackend(AcceptsAll):
             return None
         ndim = spec.ndim
         geometry = geometry_of(spec, x_shape[1:-1], kernel.shape[:ndim])
-        padded = [i + lo + hi for i, (lo, hi) in zip(x_shape[1:-1], spec.padding, strict=True)]
         dtype = accumulation_dtype(g.dtype)
-        grad = transposed_tap_sum(g.astype(dtype), kernel.astype(dtype), geometry, padded)
+        g, kernel = g.astype(dtype), kernel.astype(dtype)
+        if spec.padding_mode == "zeros" and all(s == 1 for s in spec.strides):
+            # dx[i] = Σ_t g[i + lo − t·d] k[t]: a stride-1 tap sum of g with the flipped kernel,
+            # padded (k̂ − 1 − lo) before each axis, over x's positions only.
+            flipped = _flipped_transposed_kernel(kernel, spec.groups)
+            spans = map(shapes.effective_window, geometry.window, geometry.dilation)
+            low = [span - 1 - lo for span, (lo, _) in zip(spans, spec.padding, strict=True)]
+            onto_x = geometry._replace(out=tuple(x_shape[1:-1]))
+            return zero_padded_tap_sum(g, flipped, onto_x, low)
+        padded = [i + lo + hi for i, (lo, hi) in zip(x_shape[1:-1], spec.padding, strict=True)]
+        grad = transposed_tap_sum(g, kernel, geometry, padded)
         x = jnp.zeros_like(grad, shape=tuple(x_shape))  # an example, varying like the cotangent
         (unpadded,) = jax.linear_transpose(lambda x: pad(x, spec), x)(grad)
         return unpadded
