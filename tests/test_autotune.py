@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +50,7 @@ def test_results_are_the_chosen_formulations_under_every_transformation(cache):
     ):
         got = transform(lambda x, k: convjax.conv(x, k, impl="autotune", **OPTIONS))(x, k)
         want = transform(lambda x, k: convjax.conv(x, k, impl=name, **OPTIONS))(x, k)
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(got, want)
     layer = convjax.nnx.DepthwiseConv(
         4, (3, 3), depth_multiplier=2, padding="SAME", impl="autotune", rngs=nnx.Rngs(0)
     )
