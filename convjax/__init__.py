@@ -33,6 +33,7 @@ from convjax._src.ops.counting import (
 )
 from convjax._src.ops.deconv import DeconvolveInfo, deconvolve
 from convjax._src.ops.explain import Convention, PaddingExplanation, explain_padding
+from convjax._src.ops.local import LocalCount, local_conv, local_conv_transpose, local_layer_count
 from convjax._src.ops.masks import pixelcnn_mask
 from convjax._src.ops.separable import (
     SeparableFactors,
@@ -68,6 +69,7 @@ __all__ = [
     "IndexMap",
     "LaxBackend",
     "Layer",
+    "LocalCount",
     "PaddingExplanation",
     "ReceptiveField",
     "SeparableFactors",
@@ -91,6 +93,9 @@ __all__ = [
     "halo_plan",
     "index_map",
     "linen",
+    "local_conv",
+    "local_conv_transpose",
+    "local_layer_count",
     "make_spec",
     "nnx",
     "output_padding_for",

@@ -6,6 +6,7 @@ out_features``, as in Flax); the parameters have the same names and shapes.
 
 from convjax._src.modules.linen import (
     Conv,
+    ConvLocal,
     ConvTranspose,
     DepthwiseConv,
     DepthwiseSeparableConv,
@@ -14,6 +15,7 @@ from convjax._src.modules.linen import (
 
 __all__ = [
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "DepthwiseConv",
     "DepthwiseSeparableConv",

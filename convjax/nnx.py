@@ -6,6 +6,7 @@ Same names and arguments as :mod:`convjax.linen`, with Flax's argument names
 
 from convjax._src.modules.nnx import (
     Conv,
+    ConvLocal,
     ConvTranspose,
     DepthwiseConv,
     DepthwiseSeparableConv,
@@ -14,6 +15,7 @@ from convjax._src.modules.nnx import (
 
 __all__ = [
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "DepthwiseConv",
     "DepthwiseSeparableConv",

@@ -1,11 +1,13 @@
 """Pictures of any convolution, drawn from the index maps convjax computes with.
 
 ``animate`` builds the frames (plain records: no drawing library needed); ``Animation.save``
-writes ``.gif``, ``.html`` or ``.png``, ``figure`` draws a static sheet and ``channels`` the
-channel connectivity of grouped, depthwise and separable convolutions.  Drawing needs matplotlib
-and Pillow: ``pip install "convjax[viz]"``.
+writes ``.gif``, ``.html`` or ``.png``, ``figure`` draws a static sheet, ``channels`` the channel
+connectivity of grouped, depthwise and separable convolutions, ``local_kernels`` which kernel
+each output of a locally connected layer uses.  Drawing needs matplotlib and Pillow (in the
+``viz`` extra: ``pip install -e ".[viz]"`` in a clone).
 """
 
 from convjax._src.tools.viz import Animation, Step, animate, channels, connectivity, figure
+from convjax._src.tools.viz_local import local_kernels
 
-__all__ = ["Animation", "Step", "animate", "channels", "connectivity", "figure"]
+__all__ = ["Animation", "Step", "animate", "channels", "connectivity", "figure", "local_kernels"]

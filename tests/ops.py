@@ -59,6 +59,45 @@ def _spatial_separable(x, *kernels, **options):
     return convjax.spatial_separable_conv(x, list(kernels), **options)
 
 
+GEOMETRY = ("strides", "padding", "dilation", "groups", "padding_mode")
+
+
+def _spatial(x, ndim, options):
+    """x's spatial shape in its data_format (ones for a malformed x: the function reports it)."""
+    shape = jnp.shape(x)
+    if len(shape) < ndim + 1:
+        return (1,) * ndim
+    first = options.get("data_format") == "channels_first"
+    return tuple(shape[-ndim:] if first else shape[-ndim - 1 : -1])
+
+
+def _local_impl(options):
+    """local_conv has no lax formulation: the cross-cutting tests' impl="lax" runs "taps"."""
+    return options | {"impl": "taps"} if options.get("impl") == "lax" else options
+
+
+def _local_conv(x, kernel, **options):
+    """local_conv with a shared kernel broadcast to every output position."""
+    options = _local_impl(options)
+    ndim = kernel.ndim - 2
+    geometry = {k: v for k, v in options.items() if k in GEOMETRY}
+    c_in = kernel.shape[-2] * options.get("groups", 1)
+    try:
+        out = convjax.output_shape((*_spatial(x, ndim, options), c_in), kernel.shape, **geometry)
+    except (ValueError, TypeError):  # local_conv says what is wrong
+        out = (1,) * (ndim + 1)
+    everywhere = jnp.broadcast_to(kernel, (*out[:-1], *kernel.shape))
+    return convjax.local_conv(x, everywhere, **options)
+
+
+def _local_conv_transpose(x, kernel, **options):
+    """local_conv_transpose with a shared kernel broadcast to every input position."""
+    options = _local_impl(options)
+    positions = _spatial(x, kernel.ndim - 2, options)
+    everywhere = jnp.broadcast_to(kernel, (*positions, *kernel.shape))
+    return convjax.local_conv_transpose(x, everywhere, **options)
+
+
 OPS = (
     Op("conv", convjax.conv, lambda c: ((3, 3, c, 6),), layer="Conv"),
     Op("dilated_conv", convjax.dilated_conv, lambda c: ((3, 3, c, 6),), {"rate": 2}),
@@ -88,6 +127,14 @@ OPS = (
         lambda c: ((3, 3, 1, c), (c, 6)),
         layer="DepthwiseSeparableConv",
     ),
+    Op("local_conv", _local_conv, lambda c: ((3, 3, c, 6),), layer="ConvLocal"),
+    Op(
+        "local_conv_transpose",
+        _local_conv_transpose,
+        lambda c: ((3, 3, 6, c),),
+        {"strides": 2},
+        transposed=True,
+    ),
     Op(
         "deconvolve",
         convjax.deconvolve,
@@ -113,6 +160,7 @@ NOT_OPERATIONS = {
     "formulations",
     "halo_plan",
     "index_map",
+    "local_layer_count",
     "make_spec",
     "output_padding_for",
     "output_shape",
@@ -133,6 +181,8 @@ def layer(op: Op, framework: str, channels: int, **options):
     options = op.options | options
     if op.layer == "DepthwiseConv":
         options.setdefault("depth_multiplier", 2)
+    if op.layer == "ConvLocal" and framework == "nnx":
+        options.setdefault("in_spatial", (8, 8))
     if framework == "nnx":
         sizes = (channels,) if op.layer == "DepthwiseConv" else (channels, out)
         return cls(*sizes, window, **options, rngs=nnx.Rngs(0))

@@ -53,11 +53,16 @@ def imports(path: pathlib.Path):
     """``(imported module, at top level)`` for every import in the file."""
     tree = ast.parse(path.read_text())
     package = module_name(path) if path.stem == "__init__" else module_name(path).rpartition(".")[0]
-    top = set(map(id, tree.body))
+    inside = {  # the imports inside functions (a module's try/if blocks are its top level)
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for inner in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name, id(node) in top
+                yield alias.name, id(node) not in inside
         elif isinstance(node, ast.ImportFrom):
             base_name = node.module or ""
             if node.level:
@@ -67,7 +72,7 @@ def imports(path: pathlib.Path):
                 candidate = f"{base_name}.{alias.name}"
                 where = ROOT.parent / candidate.replace(".", "/")
                 is_module = where.with_suffix(".py").exists() or (where / "__init__.py").exists()
-                yield (candidate if is_module else base_name), id(node) in top
+                yield (candidate if is_module else base_name), id(node) not in inside
 
 
 MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}

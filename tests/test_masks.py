@@ -100,9 +100,8 @@ def test_masked_depthwise_and_transposed_layers_and_streaming():
         4, 2, (2, 2), strides=2, mask=jnp.ones((2, 2, 2, 4)).at[0].set(0), rngs=nnx.Rngs(0)
     )
     kernel = up.kernel[...].at[0].set(0)
-    np.testing.assert_allclose(
-        up(x), convjax.conv_transpose(x, kernel, strides=2) + up.bias[...][None, None, None], rtol=1e-6, atol=1e-6
-    )
+    want = convjax.conv_transpose(x, kernel, strides=2) + up.bias[...][None, None, None]
+    np.testing.assert_allclose(up(x), want, rtol=1e-6, atol=1e-6)
     causal = convjax.nnx.Conv(
         2, 2, (3,), padding="CAUSAL", mask=jnp.ones((3, 2, 2)).at[1].set(0), rngs=nnx.Rngs(0)
     )

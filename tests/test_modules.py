@@ -86,7 +86,23 @@ LAYERS = [
         feature_group_count=2,
         padding="SAME",
     ),
+    layer(
+        "ConvLocal",
+        (2, 7, 6, 4),
+        4,
+        6,
+        kernel_size=(3, 3),
+        in_spatial=(7, 6),
+        strides=2,
+        padding="SAME",
+        feature_group_count=2,
+    ),
 ]
+
+
+def layer_impl(case, impl):
+    """ConvLocal's formulations are its own: where the others run lax it runs taps."""
+    return "taps" if case["name"] == "ConvLocal" and impl == "lax" else impl
 
 
 def layer_id(case):
@@ -114,12 +130,14 @@ def nnx_layer(case, impl="lax", seed=0, **extra):
     nnx_args, _ = features(case)
     cls = getattr(convjax.nnx, case["name"])
     inits = dict(kernel_init=numpy_init(seed), bias_init=numpy_init(seed + 1)) | extra
+    impl = layer_impl(case, impl)
     return cls(*nnx_args, **case["options"], impl=impl, rngs=nnx.Rngs(seed), **inits)
 
 
 def linen_layer(case, impl="lax", **extra):
     _, linen_args = features(case)
     inits = dict(kernel_init=numpy_init(2), bias_init=numpy_init(3)) | extra
+    impl = layer_impl(case, impl)
     return getattr(convjax.linen, case["name"])(*linen_args, **case["options"], impl=impl, **inits)
 
 
@@ -136,6 +154,7 @@ def pure(case, x, params, impl):
     o = dict(case["options"])
     o.pop("kernel_size")
     o.pop("depth_multiplier", None)
+    o.pop("in_spatial", None)
     if "kernel_dilation" in o:
         o["dilation"] = o.pop("kernel_dilation")
     if "feature_group_count" in o:
@@ -147,6 +166,8 @@ def pure(case, x, params, impl):
         y = convjax.conv_transpose(x, params["kernel"], impl=impl, **o)
     elif name == "DepthwiseConv":
         y = convjax.depthwise_conv(x, params["kernel"], impl=impl, **o)
+    elif name == "ConvLocal":
+        y = convjax.local_conv(x, params["kernel"], impl=layer_impl(case, impl), **o)
     elif name == "DepthwiseSeparableConv":
         y = convjax.depthwise_separable_conv(
             x, params["depthwise_kernel"], params["pointwise_kernel"], impl=impl, **o
@@ -154,7 +175,8 @@ def pure(case, x, params, impl):
     else:
         kernels = [params[f"kernel_{i}"] for i in range(len(case["options"]["kernel_size"]))]
         y = convjax.spatial_separable_conv(x, kernels, impl=impl, **o)
-    return y + params["bias"].reshape((1,) * (y.ndim - 1) + params["bias"].shape)
+    bias = params["bias"]  # per channel, or per position and channel (ConvLocal)
+    return y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -196,7 +218,20 @@ def counting_layers(case):
 def test_parameter_count_equals_param_count(case):
     params = params_of(nnx_layer(case))
     counted = sum(math.prod(v.shape) for v in params.values())
-    assert counted == convjax.param_count(counting_layers(case))
+    if case["name"] == "ConvLocal":  # a kernel per position: counted on its own
+        o = case["options"]
+        local = convjax.local_layer_count(
+            (*o["in_spatial"], case["in_features"]),
+            o["kernel_size"],
+            case["out_features"],
+            strides=o["strides"],
+            padding=o["padding"],
+            groups=o["feature_group_count"],
+            bias="local",
+        )
+        assert counted == local.params
+    else:
+        assert counted == convjax.param_count(counting_layers(case))
     assert counted == modules_common.count(jax.tree.map(jnp.shape, params))
     without_bias = params_of(nnx_layer(case, use_bias=False))
     assert counted - sum(math.prod(v.shape) for v in without_bias.values()) == params["bias"].size

@@ -25,6 +25,7 @@ from convjax._src.checks import (
     check_dtype,
     check_precision,
     check_preferred_element_type,
+    check_shape,
     dtype_kind,
     per_dim,
     reported_as,
@@ -65,7 +66,13 @@ def window(op: str, kernel_size: Any) -> tuple[int, ...]:
     return tuple(_positive(op, "kernel_size", k) for k in kernel_size)
 
 
-def check_options(op: str, options: dict[str, Any], *, transposed: bool = False) -> None:
+def check_options(
+    op: str,
+    options: dict[str, Any],
+    *,
+    transposed: bool = False,
+    resolve: Callable[[str, Any], Any] = formulations.resolve,
+) -> None:
     """Every check a module's options allow before it sees an input, under the module's name:
     the convolution's options (``strides``, ``padding``, ``kernel_dilation``, ``padding_mode``,
     ``impl`` and, for a transposed conv, ``output_padding`` / ``output_shape``), ``use_bias``,
@@ -83,7 +90,13 @@ def check_options(op: str, options: dict[str, Any], *, transposed: bool = False)
         transpose_options(op, ndim, dilation_name="kernel_dilation", **conv)
     else:
         conv_options(op, ndim, dilation_name="kernel_dilation", **conv)
-        formulations.resolve(op, options["impl"])
+        resolve(op, options["impl"])
+    if options.get("in_spatial") is not None:
+        shape = check_shape(op, "in_spatial", options["in_spatial"])
+        if len(shape) != ndim or min(shape) < 1:
+            raise ValueError(
+                f"{op}: in_spatial needs one size >= 1 per spatial dim ({ndim}), got {shape}."
+            )
     if not isinstance(options["use_bias"], bool | np.bool_):
         raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
     check_data_format(op, options.get("data_format", "channels_last"))
@@ -282,10 +295,18 @@ def promote(op: str, dtype: Any, x: Any, *params: Any) -> tuple[Any, ...]:
 
 
 def add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """``y + bias`` over the last (channel) axis, in ``y``'s dtype; ``y`` if there is none."""
+    """``y + bias`` over the trailing axes (the channels, or a locally connected layer's
+    positions and channels), in ``y``'s dtype; ``y`` if there is none."""
     if bias is None:
         return y
-    return y + bias.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
+    return y + bias.astype(y.dtype).reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
+
+
+def local_kernel_init(key, shape, dtype=jnp.float32):
+    """LeCun normal for a locally connected kernel ``[*out, *window, C_in // groups, C_out]``:
+    each position's kernel on its own, fan-in ``prod(window) · C_in / groups``."""
+    positions = tuple(range((len(shape) - 2) // 2))
+    return initializers.lecun_normal(batch_axis=positions)(key, shape, dtype)
 
 
 def masked(op: str, params: dict[str, Any], mask: Any) -> dict[str, Any]:

@@ -15,9 +15,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from convjax._src import formulations
 from convjax._src.checks import DTypeLike, PrecisionLike
 from convjax._src.formulations import Impl
 from convjax._src.modules import common
+from convjax._src.ops import local
 from convjax._src.ops.conv import conv, depthwise_conv
 from convjax._src.ops.layout import DataFormat
 from convjax._src.ops.separable import depthwise_separable_conv, spatial_separable_conv
@@ -120,6 +122,8 @@ class LayerDescription:
     streams: bool = False
     transposed: bool = False
     example: Example | None = None
+    resolve: Callable[[str, Any], Any] = formulations.resolve
+    locally_connected: bool = False
 
     def function_options(self, values: dict[str, Any]) -> dict[str, Any]:
         """The keywords of :attr:`function` from the layer's option values."""
@@ -372,5 +376,72 @@ LAYERS: dict[str, LayerDescription] = {
             options=(STRIDES, PADDING, DILATION, GROUPS, PADDING_MODE, *TAIL),
             example=Example((3, 8), "(3, 5)", (1, 8, 8, 3), (1, 6, 4, 8)),
         ),
+        LayerDescription(
+            name="ConvLocal",
+            summary=(
+                "Locally connected layer (Flax's ``ConvLocal``): :func:`convjax.local_conv`, a"
+                " different\n    kernel at every output position, plus a bias per position and"
+                " channel."
+            ),
+            parameters=(
+                "``kernel: [*out_spatial, *window, C_in // groups, C_out]`` and ``bias:\n"
+                "    [*out_spatial, C_out]``."
+            ),
+            function=local.local_conv,
+            operands=_kernel,
+            shapes=lambda op, c_in, c_out, o: _local_shapes(op, c_in, c_out, o),
+            options=(
+                STRIDES,
+                Option(
+                    "in_spatial",
+                    None,
+                    Sequence[int] | None,
+                    "the input's spatial shape (the kernel has one entry per output\n"
+                    "        position): required by the NNX layer, read from the first\n"
+                    "        input by the Linen one.",
+                ),
+                PADDING,
+                DILATION,
+                GROUPS,
+                PADDING_MODE,
+                *(
+                    dataclasses.replace(
+                        o,
+                        doc='``"auto"`` (default), ``"gather"``, ``"taps"`` or a ``GatherBackend``'
+                        " (see :func:`convjax.local_conv`).",
+                    )
+                    if o.name == "impl"
+                    else dataclasses.replace(o, default=common.local_kernel_init)
+                    if o.name == "kernel_init"
+                    else o
+                    for o in TAIL
+                ),
+            ),
+            resolve=local.resolve_impl,
+            locally_connected=True,
+            example=Example((3, 8), "(3, 3), in_spatial=(6, 6)", (1, 6, 6, 3), (1, 4, 4, 8)),
+        ),
     )
 }
+
+
+def _local_shapes(op: str, c_in: int, c_out: int | None, o: dict[str, Any]) -> common.Shapes:
+    """A locally connected layer's kernel and per-position bias."""
+    if o.get("in_spatial") is None:
+        raise TypeError(
+            f"{op}: in_spatial (the input's spatial shape) is required: the kernel has one entry "
+            f"per output position."
+        )
+    count = local.local_layer_count(
+        (*o["in_spatial"], c_in),
+        o["kernel_size"],
+        c_out,
+        strides=o["strides"],
+        padding=o["padding"],
+        dilation=o["kernel_dilation"],
+        groups=o["feature_group_count"],
+        padding_mode=o["padding_mode"],
+    )
+    kernel = tuple(count.kernel_shape)
+    shapes = {"kernel": kernel}
+    return shapes | {"bias": (*kernel[: len(o["kernel_size"])], c_out)} if o["use_bias"] else shapes

@@ -23,8 +23,9 @@ class Layer(nn.Module):
 
     def __post_init__(self) -> None:
         values = self._values()
+        description = self._description
         common.check_options(
-            self._description.name, values, transposed=self._description.transposed
+            description.name, values, transposed=description.transposed, resolve=description.resolve
         )
         super().__post_init__()
 
@@ -39,6 +40,14 @@ class Layer(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, features]``."""
         description, values = self._description, self._values()
+        if description.locally_connected:  # the kernel's shape follows the input's
+            spatial = tuple(x.shape[-len(self.kernel_size) - 1 : -1])
+            if values["in_spatial"] is not None and tuple(values["in_spatial"]) != spatial:
+                raise ValueError(
+                    f"{description.name}: the input's spatial shape must be in_spatial "
+                    f"{tuple(values['in_spatial'])}, got {spatial}."
+                )
+            values["in_spatial"] = spatial
         out = values.get("features")
         shapes = description.shapes(description.name, x.shape[-1], out, values)
         params = {
@@ -92,6 +101,7 @@ def _build(description: LayerDescription) -> type:
 
 
 Conv = _build(LAYERS["Conv"])
+ConvLocal = _build(LAYERS["ConvLocal"])
 ConvTranspose = _build(LAYERS["ConvTranspose"])
 DepthwiseConv = _build(LAYERS["DepthwiseConv"])
 DepthwiseSeparableConv = _build(LAYERS["DepthwiseSeparableConv"])

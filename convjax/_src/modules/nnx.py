@@ -29,7 +29,9 @@ class Layer(nnx.Module):
         op = description.name
         values = _bind(type(self), args, kwargs)
         values["kernel_size"] = common.window(op, values["kernel_size"])
-        common.check_options(op, values, transposed=description.transposed)
+        common.check_options(
+            op, values, transposed=description.transposed, resolve=description.resolve
+        )
         shapes = description.shapes(op, values["in_features"], values.get("out_features"), values)
         if values.get("mask") is not None:
             values["mask"] = common.check_mask(op, values["mask"])
@@ -54,7 +56,15 @@ class Layer(nnx.Module):
     @common.reports_as_module
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_out]``."""
-        return common.apply_layer(self._description, self._values(), self._params(), x)
+        values = self._values()
+        spatial = tuple(jnp.shape(x)[-len(self.kernel_size) - 1 : -1])
+        if self._description.locally_connected and spatial != tuple(values["in_spatial"]):
+            raise ValueError(
+                f"{type(self).__name__}: the input's spatial shape must be in_spatial "
+                f"{tuple(values['in_spatial'])} (the kernel has one entry per output position), "
+                f"got {spatial}."
+            )
+        return common.apply_layer(self._description, values, self._params(), x)
 
 
 class Streaming:
@@ -122,6 +132,7 @@ def _build(description: LayerDescription) -> type:
 
 
 Conv = _build(LAYERS["Conv"])
+ConvLocal = _build(LAYERS["ConvLocal"])
 ConvTranspose = _build(LAYERS["ConvTranspose"])
 DepthwiseConv = _build(LAYERS["DepthwiseConv"])
 DepthwiseSeparableConv = _build(LAYERS["DepthwiseSeparableConv"])
