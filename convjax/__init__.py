@@ -31,6 +31,7 @@ from convjax._src.ops.counting import (
     param_count,
     receptive_field,
 )
+from convjax._src.ops.deform import deform_conv, deformable_conv
 from convjax._src.ops.deconv import DeconvolveInfo, deconvolve
 from convjax._src.ops.explain import Convention, PaddingExplanation, explain_padding
 from convjax._src.ops.local import LocalCount, local_conv, local_conv_transpose, local_layer_count
@@ -81,6 +82,8 @@ __all__ = [
     "conv_transpose",
     "conv_transpose_output_size",
     "deconvolve",
+    "deform_conv",
+    "deformable_conv",
     "depthwise_conv",
     "depthwise_separable_conv",
     "dilated_conv",

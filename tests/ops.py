@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 import convjax
+from convjax._src.checks import reported_as
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Op:
       transposed: whether it is a transposed convolution (its kernel maps back).
       linear: whether it is linear in ``x`` (so its adjoint can be tested).
       preferred_element_type: whether it takes ``preferred_element_type``.
+      zero_padding_only: whether it pads with zeros only (deformable convolutions).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Op:
     transposed: bool = False
     linear: bool = True
     preferred_element_type: bool = True
+    zero_padding_only: bool = False
 
     def __call__(self, x, *operands, **options):
         return self.call(x, *operands, **(self.options | options))
@@ -69,6 +72,16 @@ def _spatial(x, ndim, options):
         return (1,) * ndim
     first = options.get("data_format") == "channels_first"
     return tuple(shape[-ndim:] if first else shape[-ndim - 1 : -1])
+
+
+def _deform_conv(x, kernel, offset_kernel, *, impl="auto", **options):
+    """deform_conv with offsets of the right shape for any input and options: predicted from x
+    by a conv of the same geometry (as a layer does), no mask."""
+    geometry = {k: v for k, v in options.items() if k in ("strides", "padding", "dilation")}
+    geometry["data_format"] = options.get("data_format", "channels_last")
+    with reported_as("deform_conv"):
+        offsets = convjax.conv(x, offset_kernel, impl=impl, **geometry)
+    return convjax.deform_conv(x, kernel, offsets, **options)
 
 
 def _local_impl(options):
@@ -134,6 +147,21 @@ OPS = (
         lambda c: ((3, 3, 6, c),),
         {"strides": 2},
         transposed=True,
+    ),
+    Op(
+        "deform_conv",
+        _deform_conv,
+        lambda c: ((3, 3, c, 6), (3, 3, c, 18)),
+        linear=False,
+        zero_padding_only=True,
+    ),
+    Op(
+        "deformable_conv",
+        convjax.deformable_conv,
+        lambda c: ((3, 3, c, 6), (3, 3, c, 27), (27,)),
+        layer="DeformableConv",
+        linear=False,
+        zero_padding_only=True,
     ),
     Op(
         "deconvolve",

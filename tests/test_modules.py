@@ -87,6 +87,17 @@ LAYERS = [
         padding="SAME",
     ),
     layer(
+        "DeformableConv",
+        (2, 7, 6, 4),
+        4,
+        6,
+        kernel_size=(3, 3),
+        strides=2,
+        padding=1,
+        feature_group_count=2,
+        offset_groups=2,
+    ),
+    layer(
         "ConvLocal",
         (2, 7, 6, 4),
         4,
@@ -166,6 +177,9 @@ def pure(case, x, params, impl):
         y = convjax.conv_transpose(x, params["kernel"], impl=impl, **o)
     elif name == "DepthwiseConv":
         y = convjax.depthwise_conv(x, params["kernel"], impl=impl, **o)
+    elif name == "DeformableConv":
+        kernels = params["kernel"], params["offset_kernel"], params["offset_bias"]
+        y = convjax.deformable_conv(x, *kernels, impl=impl, **o)
     elif name == "ConvLocal":
         y = convjax.local_conv(x, params["kernel"], impl=layer_impl(case, impl), **o)
     elif name == "DepthwiseSeparableConv":
@@ -203,6 +217,10 @@ def counting_layers(case):
             (*window, c_out // groups, c_in), groups=groups, transpose=True, bias=True
         ),
         "DepthwiseConv": lambda: convjax.Layer((*window, 1, c_in * m), groups=c_in, bias=True),
+        "DeformableConv": lambda: [
+            convjax.Layer((*window, c_in // groups, c_out), groups=groups, bias=True),
+            convjax.Layer((*window, c_in, o["offset_groups"] * 9 * 3), bias=True),  # the offsets
+        ],
         "DepthwiseSeparableConv": lambda: convjax.Layer.depthwise_separable(
             (*window, 1, c_in * m), (c_in * m, c_out), depth_multiplier=m, bias=True
         ),

@@ -46,7 +46,7 @@ default_transpose_kernel_init = initializers.lecun_normal(in_axis=-1, out_axis=-
 Shapes = dict[str, tuple[int, ...]]
 
 
-def _positive(op: str, name: str, value: Any) -> int:
+def positive(op: str, name: str, value: Any) -> int:
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
@@ -63,7 +63,7 @@ def window(op: str, kernel_size: Any) -> tuple[int, ...]:
             f"{op}: kernel_size must be a non-empty sequence of ints, one per spatial dim "
             f"(e.g. (3, 3) for 2-d), got {kernel_size!r}."
         )
-    return tuple(_positive(op, "kernel_size", k) for k in kernel_size)
+    return tuple(positive(op, "kernel_size", k) for k in kernel_size)
 
 
 def check_options(
@@ -82,7 +82,7 @@ def check_options(
     ndim = len(window(op, options["kernel_size"]))
     for name in ("features", "feature_group_count", "depth_multiplier"):
         if name in options:
-            _positive(op, name, options[name])
+            positive(op, name, options[name])
     conv = {name: options[name] for name in ("strides", "padding", "padding_mode")}
     conv["dilation"] = options["kernel_dilation"]
     if transposed:
@@ -107,7 +107,7 @@ def check_options(
     )
     check_precision(op, options["precision"])
     check_preferred_element_type(op, options["preferred_element_type"])
-    for name in ("kernel_init", "bias_init"):
+    for name in (n for n in options if n.endswith("_init")):
         if not callable(options[name]):
             raise TypeError(
                 f"{op}: {name} must be an initialiser, init(key, shape, dtype), got "
@@ -145,9 +145,9 @@ def _grouped_channels(
     op: str, in_features: Any, out_features: Any, feature_group_count: Any
 ) -> tuple[int, int, int]:
     """``(C_in, C_out, groups)``, each >= 1, with ``groups`` dividing both channel counts."""
-    c_in = _positive(op, "in_features", in_features)
-    c_out = _positive(op, "out_features", out_features)
-    groups = _positive(op, "feature_group_count", feature_group_count)
+    c_in = positive(op, "in_features", in_features)
+    c_out = positive(op, "out_features", out_features)
+    groups = positive(op, "feature_group_count", feature_group_count)
     for name, features in (("in_features", c_in), ("out_features", c_out)):
         if features % groups:
             raise ValueError(
@@ -205,7 +205,7 @@ def depthwise_shapes(
     {'kernel': (3, 3, 1, 6), 'bias': (6,)}
     """
     k = window(op, kernel_size)
-    c = _positive(op, "in_features", in_features) * _positive(
+    c = positive(op, "in_features", in_features) * positive(
         op, "depth_multiplier", depth_multiplier
     )
     return _with_bias({"kernel": (*k, 1, c)}, c, use_bias)
@@ -227,7 +227,7 @@ def depthwise_separable_shapes(
     """
     depthwise = depthwise_shapes(op, in_features, kernel_size, depth_multiplier, use_bias=False)
     middle = depthwise["kernel"][-1]
-    c_out = _positive(op, "out_features", out_features)
+    c_out = positive(op, "out_features", out_features)
     shapes = {"depthwise_kernel": depthwise["kernel"], "pointwise_kernel": (middle, c_out)}
     return _with_bias(shapes, c_out, use_bias)
 
@@ -410,3 +410,12 @@ def stream(description, values, params, state, x_chunk):
 def _stream_groups(c_in: int, kernel_shape: Sequence[int]) -> int:
     """The groups a kernel ``[*window, C_in // groups, C_out]`` has for ``C_in`` channels."""
     return max(c_in // max(kernel_shape[-2], 1), 1)
+
+
+def initializer(options: dict[str, Any], name: str) -> Any:
+    """The initialiser of parameter ``name``: the option ``{name}_init`` where the layer has one
+    (``offset_kernel_init``), else ``bias_init`` for the bias and ``kernel_init`` for kernels."""
+    own = options.get(f"{name}_init")
+    if own is not None:
+        return own
+    return options["bias_init" if name == "bias" else "kernel_init"]

@@ -10,6 +10,7 @@ same name, default and documentation.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from convjax._src import formulations
 from convjax._src.checks import DTypeLike, PrecisionLike
 from convjax._src.formulations import Impl
 from convjax._src.modules import common
-from convjax._src.ops import local
+from convjax._src.ops import deform, local
 from convjax._src.ops.conv import conv, depthwise_conv
 from convjax._src.ops.layout import DataFormat
 from convjax._src.ops.separable import depthwise_separable_conv, spatial_separable_conv
@@ -124,6 +125,7 @@ class LayerDescription:
     example: Example | None = None
     resolve: Callable[[str, Any], Any] = formulations.resolve
     locally_connected: bool = False
+    check: Callable[[str, dict[str, Any]], None] | None = None
 
     def function_options(self, values: dict[str, Any]) -> dict[str, Any]:
         """The keywords of :attr:`function` from the layer's option values."""
@@ -421,8 +423,103 @@ LAYERS: dict[str, LayerDescription] = {
             locally_connected=True,
             example=Example((3, 8), "(3, 3), in_spatial=(6, 6)", (1, 6, 6, 3), (1, 4, 4, 8)),
         ),
+        LayerDescription(
+            name="DeformableConv",
+            summary=(
+                "Deformable convolution layer (DCN v2; DCN v1 with ``modulated=False``):"
+                " :func:`convjax.deformable_conv`\n    plus a bias.  A convolution with the"
+                " layer's window, strides, padding and dilation predicts\n    each output's"
+                " sampling offsets (and, modulated, a sigmoid mask) from the input; its"
+                " parameters\n    start at zero, so the layer starts as a :class:`Conv` (times"
+                " 0.5 when modulated), as in DCN v2.\n    DCN v2 trains the offset convolution at"
+                " a tenth of the learning rate: ``optax.multi_transform``\n    on the ``offset_``"
+                " parameters does that."
+            ),
+            parameters=(
+                "``kernel: [*window, C_in // groups, C_out]``, ``offset_kernel: [*window, C_in,"
+                " G·K·(N+1)]``\n    (``G·K·N`` unmodulated; ``G`` offset groups, ``K ="
+                " prod(window)``, ``N`` spatial dims), ``offset_bias``\n    and ``bias: [C_out]``."
+            ),
+            function=deform.deformable_conv,
+            operands=lambda p: (p["kernel"], p["offset_kernel"], p["offset_bias"]),
+            shapes=lambda op, c_in, c_out, o: _deformable_shapes(op, c_in, c_out, o),
+            options=(
+                STRIDES,
+                PADDING,
+                DILATION,
+                GROUPS,
+                Option(
+                    "offset_groups",
+                    1,
+                    int,
+                    "input channel blocks sampled with their own offsets (must divide C_in).",
+                    "offset_groups",
+                ),
+                Option(
+                    "modulated",
+                    True,
+                    bool,
+                    "predict a modulation mask too (DCN v2); ``False`` is DCN v1.",
+                    "modulated",
+                ),
+                dataclasses.replace(
+                    PADDING_MODE, doc='``"zeros"`` only: samples outside the input read zero.'
+                ),
+                Option(
+                    "offset_kernel_init",
+                    common.default_bias_init,
+                    Initializer,
+                    "the offset convolution's kernel initialiser (zeros).",
+                ),
+                Option(
+                    "offset_bias_init",
+                    common.default_bias_init,
+                    Initializer,
+                    "the offset convolution's bias initialiser (zeros).",
+                ),
+                *(
+                    dataclasses.replace(o, doc="the offset convolution's formulation.")
+                    if o.name == "impl"
+                    else o
+                    for o in TAIL
+                ),
+            ),
+            check=lambda op, o: _deformable_check(op, o),
+            example=Example((3, 8), "(3, 3), padding=1", (1, 6, 6, 3), (1, 6, 6, 8)),
+        ),
     )
 }
+
+
+def _deformable_check(op: str, o: dict[str, Any]) -> None:
+    if o["padding_mode"] != "zeros":
+        raise ValueError(
+            f"{op}: padding_mode must be 'zeros' (a deformable convolution samples zeros outside "
+            f"the input), got {o['padding_mode']!r}."
+        )
+    groups = common.positive(op, "offset_groups", o["offset_groups"])
+    if not isinstance(o["modulated"], bool):
+        raise TypeError(f"{op}: modulated must be a bool, got {o['modulated']!r}.")
+    if o.get("in_features") is not None and o["in_features"] % groups:
+        raise ValueError(
+            f"{op}: offset_groups must divide in_features, but {groups} does not divide "
+            f"{o['in_features']}."
+        )
+
+
+def _deformable_shapes(op: str, c_in: int, c_out: int | None, o: dict[str, Any]) -> common.Shapes:
+    """The layer's kernel and bias, and its offset convolution's kernel and bias."""
+    shapes = common.conv_shapes(
+        op, c_in, c_out, o["kernel_size"], o["feature_group_count"], o["use_bias"]
+    )
+    _deformable_check(op, {**o, "in_features": c_in})
+    window = tuple(o["kernel_size"])
+    channels = o["offset_groups"] * math.prod(window) * (len(window) + o["modulated"])
+    return {
+        "kernel": shapes["kernel"],
+        "offset_kernel": (*window, c_in, channels),
+        "offset_bias": (channels,),
+    } | ({"bias": shapes["bias"]} if o["use_bias"] else {})
 
 
 def _local_shapes(op: str, c_in: int, c_out: int | None, o: dict[str, Any]) -> common.Shapes:

@@ -27,6 +27,8 @@ class Layer(nn.Module):
         common.check_options(
             description.name, values, transposed=description.transposed, resolve=description.resolve
         )
+        if description.check is not None:
+            description.check(description.name, values)
         super().__post_init__()
 
     def _values(self) -> dict[str, Any]:
@@ -51,12 +53,7 @@ class Layer(nn.Module):
         out = values.get("features")
         shapes = description.shapes(description.name, x.shape[-1], out, values)
         params = {
-            name: self.param(
-                name,
-                values["bias_init"] if name == "bias" else values["kernel_init"],
-                shape,
-                values["param_dtype"],
-            )
+            name: self.param(name, common.initializer(values, name), shape, values["param_dtype"])
             for name, shape in shapes.items()
         }
         return common.apply_layer(description, values, params, x)
@@ -104,5 +101,6 @@ Conv = _build(LAYERS["Conv"])
 ConvLocal = _build(LAYERS["ConvLocal"])
 ConvTranspose = _build(LAYERS["ConvTranspose"])
 DepthwiseConv = _build(LAYERS["DepthwiseConv"])
+DeformableConv = _build(LAYERS["DeformableConv"])
 DepthwiseSeparableConv = _build(LAYERS["DepthwiseSeparableConv"])
 SpatialSeparableConv = _build(LAYERS["SpatialSeparableConv"])

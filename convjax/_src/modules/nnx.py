@@ -32,14 +32,17 @@ class Layer(nnx.Module):
         common.check_options(
             op, values, transposed=description.transposed, resolve=description.resolve
         )
+        if description.check is not None:
+            description.check(op, values)
         shapes = description.shapes(op, values["in_features"], values.get("out_features"), values)
         if values.get("mask") is not None:
             values["mask"] = common.check_mask(op, values["mask"])
             common.masked(op, {"kernel": jnp.zeros(shapes["kernel"])}, values["mask"])
-        kernel_init, bias_init = values.pop("kernel_init"), values.pop("bias_init")
         for name, shape in shapes.items():
-            init = bias_init if name == "bias" else kernel_init
+            init = common.initializer(values, name)
             setattr(self, name, nnx.Param(init(rngs.params(), shape, values["param_dtype"])))
+        for name in [n for n in values if n.endswith("_init")]:  # not kept: not static data
+            del values[name]
         if "bias" not in shapes:
             self.bias = nnx.data(None)
         self._parameter_names = tuple(shapes)
@@ -135,5 +138,6 @@ Conv = _build(LAYERS["Conv"])
 ConvLocal = _build(LAYERS["ConvLocal"])
 ConvTranspose = _build(LAYERS["ConvTranspose"])
 DepthwiseConv = _build(LAYERS["DepthwiseConv"])
+DeformableConv = _build(LAYERS["DeformableConv"])
 DepthwiseSeparableConv = _build(LAYERS["DepthwiseSeparableConv"])
 SpatialSeparableConv = _build(LAYERS["SpatialSeparableConv"])
