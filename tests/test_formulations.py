@@ -152,18 +152,21 @@ def features(**overrides):
 @pytest.mark.parametrize(
     "overrides, formulation",
     [
-        (dict(kind="pointwise", window=1), "taps"),
-        (dict(transposed=True), "taps"),
+        (dict(kind="pointwise", window=1), "lax"),
+        (dict(transposed=True), "lax"),
         (dict(kind="depthwise", narrow=True), "taps"),
         (dict(kind="depthwise", narrow=True, window=9), "fft"),
         (dict(kind="depthwise", narrow=True, strided=True, window=9), "taps"),
         (dict(kind="dense", window=15), "fft"),
         (dict(kind="dense", window=15, spectrum_bytes=2**30), "lax"),
         (dict(kind="dense", window=15, strided=True), "lax"),
-        (dict(kind="dense", window=15, transposed=True), "taps"),
+        (dict(kind="dense", window=15, transposed=True), "fft"),
+        (dict(kind="depthwise", narrow=True, transposed=True), "taps"),
         (dict(kind="grouped", narrow=True), "taps"),
         (dict(kind="grouped", narrow=False), "lax"),
-        (dict(dilated=True), "taps"),
+        (dict(dilated=True), "lax"),
+        (dict(kind="dense", window=9, integer=True), "lax"),
+        (dict(kind="depthwise", narrow=True, window=9, integer=True), "taps"),
         (dict(), "lax"),
         (dict(strided=True, window=7), "lax"),
         (dict(platform="gpu", kind="depthwise", narrow=True, dilated=True), "taps"),
@@ -181,7 +184,7 @@ def test_the_table_picks(overrides, formulation):
 
 def test_every_row_is_reachable_and_the_last_catches_all():
     """A row's own features select it (no earlier row shadows it); the last has none."""
-    conditions = ("platform", "kind", "transposed", "strided", "dilated", "narrow")
+    conditions = ("platform", "kind", "transposed", "strided", "dilated", "narrow", "integer")
     for index, rule in enumerate(dispatch.TABLE):
         given = {
             name: getattr(rule, name) for name in conditions if getattr(rule, name) is not None
@@ -196,7 +199,11 @@ def test_auto_choice_reads_the_table_for_real_shapes():
     assert convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation == "taps"
     assert convjax.auto_choice((4, 56, 56, 64), (3, 3, 64, 64), padding=1).formulation == "lax"
     transposed = convjax.auto_choice((4, 32, 32, 256), (3, 3, 128, 256), strides=2, transpose=True)
-    assert transposed.formulation == "taps" and "transposed" in transposed.evidence
+    assert transposed.formulation == "lax" and "transposed" in transposed.evidence
+    depthwise_up = convjax.auto_choice(
+        (8, 28, 28, 32), (3, 3, 1, 32), strides=2, groups=32, transpose=True
+    )
+    assert depthwise_up.formulation == "taps"
 
 
 # -- auto equals lax --------------------------------------------------------------------------

@@ -292,7 +292,7 @@ TORCH_CASES = [
     (1, 3, 4, 3, 7, 2, 1, 1, 1, 1),
     (1, 4, 6, 3, 5, 2, 1, 2, 3, 2),  # output_padding >= stride (allowed: < dilation)
     (2, 3, 4, 3, 5, 2, 1, 1, 1, 1),
-    (2, 4, 6, 2, 6, 2, 0, 0, 1, 2),  # the ANCHORS k2 s2 upsampler, grouped
+    (2, 4, 6, 2, 6, 2, 0, 0, 1, 2),  # a k2 s2 upsampler, grouped
     (2, 2, 2, 3, 4, 1, 0, 1, 2, 1),  # stride 1, output_padding 1 < dilation 2
     (2, 6, 3, (3, 2), 5, (2, 3), (1, 0), (1, 2), (2, 1), 3),
     (3, 2, 4, 2, 3, 2, 1, 1, 2, 2),

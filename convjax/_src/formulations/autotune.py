@@ -107,8 +107,8 @@ def summary() -> str:
     >>> x, kernel = jnp.ones((1, 16, 2), jnp.float32), jnp.ones((3, 2, 2), jnp.float32)
     >>> y = convjax.conv(x, kernel, impl="autotune")
     >>> print(convjax.autotune.summary())  # doctest: +ELLIPSIS
-    convjax autotune: ... convolution(s)
-      x (1, 16, 2) kernel (3, 2, 2) float32 strides (1,) dilation (1,) groups 1: ...
+    convjax autotune: ...
+    ...x (1, 16, 2) kernel (3, 2, 2) float32 strides (1,) dilation (1,) groups 1: ...
     """
     with _lock:
         records = list(_choices.values())

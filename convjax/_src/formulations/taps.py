@@ -21,9 +21,9 @@ reduction per tap:
   zero-upsampled ``g`` with the flipped kernel (input and output channels exchanged), then the
   transpose of the padding;
 - ``kernel_gradient``, the tap correlation ``R(x, g)[t] = Σ_o pad(x)[o·s + t·d] ⊗ g[o]``: fused
-  reductions over the batch for a row of taps at a time, in a loop over the rows.  The loop
-  reads ``g`` from memory, so XLA cannot fuse the forward tap sum that produced ``g`` (from a
-  loss of the output) into every reduction and recompute it there.
+  reductions in a loop, over the images (depthwise) or over the kernel rows (narrow groups).
+  The loop reads ``g`` from memory, so XLA cannot fuse the forward tap sum that produced ``g``
+  (from a loss of the output) into every reduction and recompute it there.
 
 The primitive makes these, and the forward, each other's transposes (``convjax._src.primitive``),
 so every order of forward and reverse differentiation stays on them.
@@ -47,6 +47,8 @@ from convjax._src.spec import ConvSpec
 # Up to this many input channels per group, a grouped tap is a sum of broadcast multiply-adds
 # (one fused loop); wider groups use a batched matrix product.
 NARROW_GROUP = 8
+# Products reduced in one fused multi-output reduction of the kernel gradient.
+CHUNK = 9
 
 
 class Geometry(NamedTuple):
@@ -231,14 +233,30 @@ def _sum_products(products, batch_first: bool):
 
 def tap_correlation(padded, g, geometry: Geometry, kernel_shape: Sequence[int]):
     """``R(padded, g)``: the kernel gradient ``Σ_o padded[o·s + t·d] ⊗ g[o]`` of the multiply-add
-    forms, ``[*window, C_in // groups, C_out]``.
+    forms, ``[*window, C_in // groups, C_out]``, as fused reductions in a loop (``lax.map``).
 
-    The taps along the axis with the largest window are the iterations of a loop (``lax.map``);
-    each iteration takes that row of the padded input with a dynamic slice and reduces the row's
-    taps in one fused reduction.  With a single row (every window size 1) the reduction runs
-    once, outside a loop."""
+    Undilated depthwise kernels loop over the batch: one image's products for every tap at once,
+    summed while the image is in cache, then the images' sums added.  Narrow groups (more
+    products per tap) and dilated kernels (taps far apart) loop over the kernel rows, along the
+    axis with the largest window: each iteration takes that row of the padded input with a
+    dynamic slice and reduces the row's taps.  Measured on XLA:CPU, the gradient of a loss of a
+    layer on 56², batch 8: depthwise 3×3 C144, 7.9 ms over the images against 25 over the rows;
+    7×7 C96, 25 against 29; 3×3 at rate 4, 23 against 11.  Either way ``g`` is read from memory, so XLA
+    cannot fuse the forward tap sum that produced ``g`` (from a loss of the output) into every
+    reduction and recompute it there.  A single image and a single row run without a loop."""
     kernel_shape = tuple(kernel_shape)
     c_per_group = kernel_shape[-2]
+    if c_per_group == 1 and g.shape[0] > 1 and all(d == 1 for d in geometry.dilation):
+
+        def one_image(b):
+            image = lax.dynamic_index_in_dim(padded, b, 0, keepdims=True)
+            grads = lax.dynamic_index_in_dim(g, b, 0, keepdims=True)
+            products = list(_row_products(image, grads, geometry, c_per_group))
+            chunks = range(0, len(products), CHUNK)
+            sums = [_sum_products(products[i : i + CHUNK], False) for i in chunks]
+            return jnp.concatenate(sums).reshape(kernel_shape)
+
+        return jnp.sum(lax.map(one_image, jnp.arange(g.shape[0])), axis=0)
     batch_first = g.shape[0] >= 8
     axis = int(np.argmax(geometry.window))
     count = geometry.window[axis]
