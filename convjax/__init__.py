@@ -10,6 +10,7 @@ from convjax._src.formulations import (
     Formulation,
     GatherBackend,
     LaxBackend,
+    PlanesBackend,
     TapsBackend,
     formulations,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "Layer",
     "LocalCount",
     "PaddingExplanation",
+    "PlanesBackend",
     "ReceptiveField",
     "SeparableFactors",
     "TapsBackend",

@@ -102,7 +102,7 @@ def test_fft_refuses_strides_clearly():
 
 def test_formulations_lists_every_name_impl_accepts():
     names = [f.name for f in convjax.formulations()]
-    assert names == ["auto", "lax", "gather", "taps", "fft", "autotune"]
+    assert names == ["auto", "lax", "gather", "taps", "fft", "planes", "autotune"]
     x, kernel = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2))
     for name in names:
         assert convjax.conv(x, kernel, impl=name).shape == (1, 4, 4, 2)
@@ -174,6 +174,14 @@ def features(**overrides):
         (dict(platform="gpu", transposed=True), "lax"),
         (dict(platform="gpu", kind="pointwise", window=1), "lax"),
         (dict(platform="tpu", kind="depthwise", narrow=True, dilated=True), "lax"),
+        (dict(kind="dense", ndim=3), "planes"),
+        (dict(kind="dense", ndim=3, transposed=True, strided=True), "planes"),
+        (dict(kind="pointwise", window=1, ndim=3), "planes"),
+        (dict(kind="depthwise", narrow=True, ndim=3), "taps"),
+        (dict(kind="grouped", ndim=3), "taps"),
+        (dict(kind="dense", ndim=3, window=15), "fft"),
+        (dict(platform="gpu", kind="dense", ndim=3), "lax"),
+        (dict(kind="grouped"), "lax"),
     ],
 )
 def test_the_table_picks(overrides, formulation):
@@ -191,13 +199,19 @@ def test_every_row_is_reachable_and_the_last_catches_all():
         }
         if rule.min_window is not None:
             given["window"] = rule.min_window
+        if rule.min_ndim is not None:
+            given["ndim"] = rule.min_ndim
         assert dispatch.rule_for(features(**given)) is rule, (index, rule)
-    assert not any(getattr(dispatch.TABLE[-1], name) is not None for name in conditions)
+    last = dispatch.TABLE[-1]
+    assert not any(getattr(last, name) is not None for name in conditions)
+    assert last.min_window is None and last.min_ndim is None
 
 
 def test_auto_choice_reads_the_table_for_real_shapes():
     assert convjax.auto_choice((8, 56, 56, 144), (3, 3, 1, 144), groups=144).formulation == "taps"
     assert convjax.auto_choice((4, 56, 56, 64), (3, 3, 64, 64), padding=1).formulation == "lax"
+    volume = convjax.auto_choice((4, 16, 16, 16, 32), (3, 3, 3, 32, 32), padding=1)
+    assert volume.formulation == "planes"
     transposed = convjax.auto_choice((4, 32, 32, 256), (3, 3, 128, 256), strides=2, transpose=True)
     assert transposed.formulation == "lax" and "transposed" in transposed.evidence
     depthwise_up = convjax.auto_choice(

@@ -92,7 +92,7 @@ def operands(x_shape, kernel_shape, seed=0):
 
 # -- every formulation and padding mode ----------------------------------------------------------
 
-FORMULATIONS = ("auto", "lax", "gather", "taps", "fft")
+FORMULATIONS = ("auto", "lax", "gather", "taps", "fft", "planes")
 MODES = ("zeros", "reflect", "replicate", "circular")
 
 

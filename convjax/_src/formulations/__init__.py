@@ -21,6 +21,7 @@ from convjax._src.formulations.base import Backend
 from convjax._src.formulations.fft import FFTBackend
 from convjax._src.formulations.gather import GatherBackend
 from convjax._src.formulations.lax import LaxBackend
+from convjax._src.formulations.planes import PlanesBackend
 from convjax._src.formulations.taps import TapsBackend
 
 KIND_WORDS = {"float": "floating", "complex": "complex", "int": "integer"}
@@ -33,6 +34,7 @@ REGISTRY: dict[str, Backend] = {
         GatherBackend(),
         TapsBackend(),
         FFTBackend(),
+        PlanesBackend(),
         AutotuneBackend(),
     )
 }
@@ -54,7 +56,7 @@ def formulations() -> tuple[Formulation, ...]:
 
     >>> import convjax
     >>> [f.name for f in convjax.formulations()]
-    ['auto', 'lax', 'gather', 'taps', 'fft', 'autotune']
+    ['auto', 'lax', 'gather', 'taps', 'fft', 'planes', 'autotune']
     """
     return tuple(Formulation(n, b.accepts, b.description) for n, b in REGISTRY.items())
 
@@ -122,6 +124,7 @@ __all__ = [
     "GatherBackend",
     "Impl",
     "LaxBackend",
+    "PlanesBackend",
     "TapsBackend",
     "check_accepts",
     "concrete",

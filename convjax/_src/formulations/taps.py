@@ -241,9 +241,9 @@ def tap_correlation(padded, g, geometry: Geometry, kernel_shape: Sequence[int]):
     axis with the largest window: each iteration takes that row of the padded input with a
     dynamic slice and reduces the row's taps.  Measured on XLA:CPU, the gradient of a loss of a
     layer on 56², batch 8: depthwise 3×3 C144, 7.9 ms over the images against 25 over the rows;
-    7×7 C96, 25 against 29; 3×3 at rate 4, 23 against 11.  Either way ``g`` is read from memory, so XLA
-    cannot fuse the forward tap sum that produced ``g`` (from a loss of the output) into every
-    reduction and recompute it there.  A single image and a single row run without a loop."""
+    7×7 C96, 25 against 29; 3×3 at rate 4, 23 against 11.  Either way ``g`` is read from memory,
+    so XLA cannot fuse the forward tap sum that produced ``g`` (from a loss of the output) into
+    every reduction and recompute it there.  A single image and a single row run without a loop."""
     kernel_shape = tuple(kernel_shape)
     c_per_group = kernel_shape[-2]
     if c_per_group == 1 and g.shape[0] > 1 and all(d == 1 for d in geometry.dilation):
