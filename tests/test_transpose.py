@@ -214,7 +214,8 @@ def test_lax_path_is_the_backward_data_conv_and_gather_has_no_conv():
     assert len(convs) == 1 and "lhs_dilate=2x2" in convs[0], convs
     assert " reverse(" in lax_hlo  # the flipped kernel
     gather_hlo = compiled("gather")
-    assert " convolution(" not in gather_hlo and " scatter(" in gather_hlo
+    # A scatter-add (which XLA:CPU may expand into a loop; its ops keep the name).
+    assert " convolution(" not in gather_hlo and "scatter-add" in gather_hlo
 
 
 @pytest.mark.parametrize("budget", [1, 2_000])
