@@ -71,6 +71,27 @@ def test_shared_cases_in_float32(formulation, case):
     check_against_reference(accepted(formulation, case), formulation, np.float32)
 
 
+TILING = [  # windows that tile the input (strides equal to the window): taps' patch product
+    make_case((2, 8, 8, 6), (2, 2, 6, 4), strides=2),
+    make_case((2, 9, 7, 6), (2, 2, 3, 4), strides=2, padding=((1, 0), (0, 1)), groups=2),
+    make_case((1, 12, 5), (4, 5, 3), strides=4, padding="SAME", padding_mode="circular"),
+    make_case(
+        (2, 4, 6, 4, 2),
+        (2, 3, 1, 2, 4),
+        strides=(2, 3, 1),
+        padding=((1, 1), (0, 0), (0, 0)),
+        padding_mode="reflect",
+    ),
+    make_case((1, 6, 6, 8), (3, 3, 2, 8), strides=3, padding=1, groups=4),
+]
+
+
+@pytest.mark.parametrize("formulation", ["auto", "taps", "planes"])
+@pytest.mark.parametrize("case", TILING, ids=case_id)
+def test_windows_that_tile_the_input(formulation, case):
+    check_against_reference(case, formulation)
+
+
 @pytest.mark.parametrize("formulation", ["auto", *FORMULATIONS])
 def test_half_precision_accumulates_wide(formulation):
     """bfloat16 in, bfloat16 out, within bfloat16's tolerance of the float64 reference (the
@@ -182,6 +203,10 @@ def features(**overrides):
         (dict(kind="dense", ndim=3, window=15), "fft"),
         (dict(platform="gpu", kind="dense", ndim=3), "lax"),
         (dict(kind="grouped"), "lax"),
+        (dict(transposed=True, strided=True, tiles=True), "taps"),
+        (dict(strided=True, tiles=True), "lax"),
+        (dict(strided=True, tiles=True, ndim=3), "taps"),
+        (dict(platform="gpu", transposed=True, strided=True, tiles=True), "lax"),
     ],
 )
 def test_the_table_picks(overrides, formulation):
@@ -192,7 +217,16 @@ def test_the_table_picks(overrides, formulation):
 
 def test_every_row_is_reachable_and_the_last_catches_all():
     """A row's own features select it (no earlier row shadows it); the last has none."""
-    conditions = ("platform", "kind", "transposed", "strided", "dilated", "narrow", "integer")
+    conditions = (
+        "platform",
+        "kind",
+        "transposed",
+        "strided",
+        "dilated",
+        "narrow",
+        "integer",
+        "tiles",
+    )
     for index, rule in enumerate(dispatch.TABLE):
         given = {
             name: getattr(rule, name) for name in conditions if getattr(rule, name) is not None

@@ -5,7 +5,8 @@
 Each tap's slice is contracted with that tap's weights according to the groups:
 
 - dense (one group) or wide groups: a matrix product per tap (``[…, C_in] @ [C_in, C_out]``,
-  batched over groups), so a 1×1 kernel is a single matmul;
+  batched over groups), so a 1×1 kernel is a single matmul, and windows that tile the input
+  (strides equal to the window) one matmul over the input's patches, which a reshape gives;
 - depthwise (one input channel per group) and narrow groups (at most ``NARROW_GROUP`` input
   channels each): broadcast multiply-adds, which XLA fuses into one loop over the output.
 
@@ -113,8 +114,36 @@ def contract_tap(window, weights, groups, precision):
     return total.reshape(*total.shape[:-2], c_out)
 
 
+def tiles(geometry: Geometry) -> bool:
+    """Whether the windows tile the input: strides equal to the window, no dilation (a
+    patchifying stem, a 2×2 stride-2 downsampling or upsampling layer)."""
+    return geometry.window == geometry.strides and all(d == 1 for d in geometry.dilation)
+
+
+def patch_product(padded, kernel, geometry: Geometry, precision=None):
+    """The tap sum of windows that tile the input (:func:`tiles`): the input, cropped to the
+    tiles, is its patches after a reshape, so the convolution is one matrix product (per group)
+    and its transposes are one product and a reshape, with no slice per tap."""
+    ndim = len(geometry.window)
+    crop = tuple(slice(0, o * k) for o, k in zip(geometry.out, geometry.window, strict=True))
+    x = padded[(slice(None), *crop, slice(None))]
+    c = kernel.shape[-2]
+    groups = geometry.groups
+    tiled = [n for o, k in zip(geometry.out, geometry.window, strict=True) for n in (o, k)]
+    patches = x.reshape(x.shape[0], *tiled, groups, c)
+    weights = kernel.reshape(*geometry.window, c, groups, kernel.shape[-1] // groups)
+    outs, taps = "ABCDEFGHIJKL"[:ndim], "MNOPQRSTUVWX"[:ndim]
+    tiled_letters = "".join(o + t for o, t in zip(outs, taps, strict=True))
+    y = jnp.einsum(
+        f"z{tiled_letters}gc,{taps}cgj->z{outs}gj", patches, weights, precision=precision
+    )
+    return y.reshape(*y.shape[:-2], kernel.shape[-1])
+
+
 def tap_sum(padded, kernel, geometry: Geometry, precision=None):
     """``T(padded, kernel)``: the convolution of an already padded input (no more padding)."""
+    if tiles(geometry) and not is_elementwise(kernel.shape[-2], geometry.groups):
+        return patch_product(padded, kernel, geometry, precision)
     total = None
     for tap in np.ndindex(*geometry.window):
         term = contract_tap(
