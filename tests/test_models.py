@@ -6,10 +6,13 @@ import functools
 import io
 import math
 
+import jax
 import numpy as np
 import pytest
 
 from convjax.apps import models
+
+LIMIT = 3.5  # a model's gradient FLOPs over its forward's (a convolution's: about 2 + 1)
 
 TINY = {
     "resnet18": models.ResNet(image=16, widths=(4, 8, 8, 16), batch=2, classes=3),
@@ -148,3 +151,29 @@ def test_sizes_and_names():
         assert small.title.startswith(f"{name}: ")
     with pytest.raises(ValueError, match=r"models: no architecture is called 'vgg'; .* resnet18"):
         models.architecture("vgg")
+
+
+def gradient_over_forward(arch: models.Architecture, F: models.Framework) -> float:
+    """XLA's FLOPs of the loss's gradient over the loss's, compiled (nothing runs)."""
+    (network,) = models.instantiate(arch, [F])
+    loss, params = F._loss_of_params(network)
+    batch = F.batch(arch, *arch.data(), "float32")
+    flops = []
+    for fn in (jax.grad(loss), loss):
+        cost = jax.jit(fn).lower(params, *batch).compile().cost_analysis()
+        flops.append((cost[0] if isinstance(cost, list | tuple) else cost)["flops"])
+    return flops[0] / flops[1]
+
+
+@pytest.mark.parametrize("name", list(models.ARCHITECTURES))
+def test_the_gradient_of_a_model_does_not_recompute_its_forward(name):
+    """The benchmark's sizes, on the default path: a convolution's two gradients cost about
+    twice its forward, so a model's gradient program about 3× its loss; a forward tap sum fused
+    into each gradient reduction would multiply that."""
+    assert gradient_over_forward(models.architecture(name), models.CONVJAX) <= LIMIT
+
+
+def test_the_model_measure_sees_wasted_work():
+    """Flax's depthwise kernel gradient is a dense C × C convolution (C times the work): the
+    same measure flags it."""
+    assert gradient_over_forward(models.architecture("mobilenet_v2"), models.FLAX) > 3 * LIMIT
