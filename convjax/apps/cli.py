@@ -265,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument(
-        "--impl", choices=("auto", "lax", "gather", "taps"), default="auto", help="formulation"
+        "--impl",
+        choices=[f.name for f in convjax.formulations()],
+        default="auto",
+        help="the formulation every layer runs",
     )
     train.add_argument("--steps", type=int, default=400, help="optimisation steps")
     train.add_argument("--batch-size", type=int, default=16, help="images per step")

@@ -9,6 +9,9 @@ added; a 1-d convolution's slabs are products over channels.  XLA:CPU runs 2-d c
 better than 3-d ones: a 3×3×3 layer's gradients (12³, 8 → 16 channels, batch 16) take 5.4 ms
 this way against 27 ms as one 3-d convolution (PyTorch: 4.2).  JAX differentiates the sum: its
 transposes are slabs of ``lax``'s own transposes.
+
+Non-finite values follow convjax's rule along the first axis (its padding is explicit zeros) and
+XLA:CPU's convolution along the others, as ``lax`` does (see :class:`LaxBackend`).
 """
 
 from __future__ import annotations
