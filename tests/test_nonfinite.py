@@ -156,3 +156,21 @@ def test_lax_on_cpu_mixes_groups_and_gather_does_not():
     np.testing.assert_array_equal(gather_y, [[0.0, 0.0], [0.0, np.inf], [0.0, 0.0]])
     if jax.default_backend() == "cpu":
         assert np.isnan(lax_y[1, 0])
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("impl", ["taps", "gather"])
+def test_a_non_finite_weight_reaches_only_the_inputs_its_tap_reads(impl, strides, padding_mode):
+    """The input gradient of a depthwise conv whose first tap is inf: the inputs that tap never
+    reads (the last, and at stride 2 every other one) get finite cotangents."""
+    kernel = jnp.ones((3, 1, 2)).at[0, 0, 0].set(jnp.inf)
+    size = convjax.output_shape((1, 7, 2), kernel.shape, strides=strides, padding=1, groups=2)
+    options = dict(strides=strides, padding=1, groups=2, padding_mode=padding_mode)
+    dx = convjax.conv_transpose(jnp.ones(size), kernel, output_shape=(7,), impl=impl, **options)
+    with np.errstate(invalid="ignore"):
+        want = reference.conv_transpose(
+            np.ones(size), np.asarray(kernel), (7, 2), (strides,), [(1, 1)], (1,), 2, padding_mode
+        )
+    np.testing.assert_array_equal(pattern(dx), pattern(want))
+    assert np.isfinite(np.asarray(dx)[0, -1, 0]) and np.all(np.isfinite(np.asarray(dx)[..., 1]))
