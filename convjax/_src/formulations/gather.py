@@ -143,7 +143,7 @@ def block_shape(sizes: Sequence[int], unit_bytes: int, budget: int) -> tuple[int
     return tuple(block)
 
 
-def _contract(patches, kernel, groups, precision, preferred_element_type):
+def contract_patches(patches, kernel, groups, precision, preferred_element_type):
     """``[b, *o, *t, C_in]`` patches by a ``[*t, C_in // groups, C_out]`` kernel: ``[b, *o,
     C_out]``."""
     ndim = kernel.ndim - 2
@@ -205,7 +205,7 @@ def gather_conv(
             shape[a], shape[ndim + a] = r.shape
             indexers.append(r.reshape(shape))
         patches = xb[(slice(None), *indexers, slice(None))]  # [b, *o, *t, C_in]
-        return _contract(patches, kernel, spec.groups, precision, preferred_element_type)
+        return contract_patches(patches, kernel, spec.groups, precision, preferred_element_type)
 
     if math.prod(counts) == 1:
         return contract(x[:batch], [table[0] for table in tables])

@@ -47,7 +47,7 @@ from convjax._src.checks import (
 )
 from convjax._src.formulations import Impl
 from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, accumulation_dtype
-from convjax._src.formulations.gather import _contract, block_shape, build_index_map
+from convjax._src.formulations.gather import block_shape, build_index_map, contract_patches
 from convjax._src.ops.conv import conv
 from convjax._src.ops.layout import (
     DataFormat,
@@ -523,7 +523,7 @@ def _blocks(
     def contract(xb, offb, maskb, positions):
         patches = _sample(xb, offb, maskb, positions, spatial, groups, coords)
         patches = patches.reshape(*patches.shape[: ndim + 1], *window, c_in)
-        return _contract(patches, kernel, spec.groups, precision, preferred_element_type)
+        return contract_patches(patches, kernel, spec.groups, precision, preferred_element_type)
 
     if math.prod(counts) == 1:  # one block: the whole problem
         return contract(x, offsets, mask, [t[0] for t in tables])
