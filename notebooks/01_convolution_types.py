@@ -12,22 +12,28 @@
 # # Every convolution type, on real arrays
 #
 # Each type in turn: an animation drawn from the index maps convjax computes with, the classic
-# numbers computed live, and every formulation (`lax`, `gather`, `taps`, `fft`) checked against
-# the others. Differences are printed as *relative* errors, `|a − b| / |b|`, so that float32
+# numbers computed live, and every formulation (`lax`, `gather`, `taps`, `fft`, `planes`) checked
+# against the others. Differences are printed as *relative* errors, `|a − b| / |b|`, so that float32
 # rounding on large values reads as what it is.
 
 # %%
 import functools
+import io
 
+import IPython.display
 import jax
 import jax.numpy as jnp
+import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import cbook
 
 import convjax
 from convjax import viz
 
 rng = np.random.default_rng(0)
-FORMULATIONS = ("lax", "gather", "taps", "fft")
+# Every named formulation but the two that choose among the others.
+FORMULATIONS = tuple(f.name for f in convjax.formulations() if f.name not in ("auto", "autotune"))
 
 
 def rel(a, b):
@@ -161,6 +167,89 @@ print(
     convjax.param_count(convjax.Layer((3, 3, 16, 32))),
     "parameters",
 )
+
+# %% [markdown]
+# ## Deformable convolution
+#
+# A deformable convolution moves each tap of each output by a learned offset:
+# tap `t` of output `o` samples the input at `o·s − lo + t·d + Δ[o, t]`, interpolating
+# bilinearly between the four cells around that point (zero outside the input). With
+# integer offsets it is a gather; a dilated convolution is the special case
+# `Δ = (d − 1)·(t − centre)`, the same for every output:
+
+# %%
+photo = matplotlib.image.imread(cbook.get_sample_data("grace_hopper.jpg"))  # 600×512 RGB
+face = photo[40:328, 112:400].mean(axis=-1) / 255.0  # her face, grey, 288×288
+small = face.reshape(24, 12, 24, 12).mean(axis=(1, 3))  # 24×24, cells large enough to see
+x = jnp.asarray(small, jnp.float32)[None, :, :, None]
+k = jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32)
+
+centred = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij"), -1)  # [3, 3, (row, col)]
+as_dilated = jnp.broadcast_to(jnp.asarray(centred.reshape(-1), jnp.float32), (1, 24, 24, 18))
+print(
+    "deform_conv with offsets (d − 1)·t vs dilated_conv rate 2, largest difference:",
+    float(
+        jnp.max(
+            jnp.abs(
+                convjax.deform_conv(x, k, as_dilated, padding=1)
+                - convjax.dilated_conv(x, k, rate=2, padding=2)
+            )
+        )
+    ),
+)
+
+# %% [markdown]
+# The input: Grace Hopper's portrait (matplotlib's sample photograph), grey and averaged down to
+# 24×24 cells. The box is the part drawn below, around output (9, 12).
+
+# %%
+context, ax = plt.subplots(figsize=(3.2, 3.2))
+ax.imshow(small, cmap="gray")
+ax.add_patch(plt.Rectangle((4.5, 2.5), 15, 14, fill=False, edgecolor="tab:orange", lw=2))
+ax.set_title("input, 24×24", fontsize=10)
+ax.axis("off")
+picture = io.BytesIO()
+context.savefig(picture, format="png", dpi=100, bbox_inches="tight")
+plt.close(context)
+IPython.display.Image(picture.getvalue())
+
+# %% [markdown]
+# Fractional offsets are where it goes beyond any fixed grid. Here every output's 3×3 grid is
+# scaled by 2.5 and turned by 30°: `Δ[t] = 2.5·R·c_t − c_t` for the centred tap coordinates
+# `c_t` (rows, columns). Hollow circles are the regular grid, filled ones the deformed samples;
+# the cells they read are shaded by their bilinear weight.
+
+# %%
+angle = np.deg2rad(30.0)
+turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+deformed = 2.5 * centred @ turn.T - centred
+offsets = jnp.broadcast_to(jnp.asarray(deformed.reshape(-1), jnp.float32), (1, 24, 24, 18))
+viz.deform_sampling(x.shape, k.shape, offsets, output_position=(9, 12), image=small, padding=1)
+
+# %% [markdown]
+# The offsets are differentiable: from a target made with a displacement of (1.3, −0.6) cells,
+# gradient descent on one shared displacement, starting at zero, finds it again.
+
+# %%
+import optax  # noqa: E402
+
+true_shift = jnp.asarray([1.3, -0.6], jnp.float32)
+
+
+def shifted(shift):
+    offsets = jnp.broadcast_to(jnp.tile(shift, 9), (1, 24, 24, 18))
+    return convjax.deform_conv(x, k, offsets, padding=1)
+
+
+target = shifted(true_shift)
+loss = jax.jit(jax.value_and_grad(lambda shift: jnp.mean((shifted(shift) - target) ** 2)))
+shift, optimiser = jnp.zeros(2, jnp.float32), optax.adam(0.05)
+state = optimiser.init(shift)
+for _ in range(150):
+    value, grad = loss(shift)
+    updates, state = optimiser.update(grad, state)
+    shift = optax.apply_updates(shift, updates)
+print(f"recovered displacement {np.round(np.asarray(shift), 3)} (true {np.asarray(true_shift)})")
 
 # %% [markdown]
 # ## Causal convolutions, streamed
