@@ -12,6 +12,7 @@ puts it.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -85,3 +86,54 @@ class StaticCorrelation(taps.TapsBackend):
 def test_the_measure_catches_recomputation():
     x_shape, kernel_shape, options = VARIANTS["depthwise 7x7"]
     assert ratio(StaticCorrelation(), (8, *x_shape[1:]), kernel_shape, options) > 2 * LIMIT
+
+
+def residual_stack_gradient_hlo(materialize: bool) -> str:
+    """The compiled gradient of a 6-block residual stack of causal dilated lax convolutions
+    (``x = (x + conv(relu(conv(x) + b)) + b) · s``), with or without materialised operands."""
+    from convjax._src.formulations.lax import LaxBackend
+
+    def loss(kernels, x):
+        for i, (k1, b1, k2, b2) in enumerate(kernels):
+            h = jax.nn.relu(convjax.conv(x, k1, padding="CAUSAL", dilation=2**i, impl="lax") + b1)
+            x = (x + convjax.conv(h, k2, impl="lax") + b2) * jnp.float32(0.7)
+        return jnp.sum(x**2)
+
+    kernels = [
+        tuple(
+            jnp.ones(shape, jnp.float32) for shape in ((3, 8, 8), (1, 1, 8), (1, 8, 8), (1, 1, 8))
+        )
+        for _ in range(6)
+    ]
+    x = jnp.ones((4, 64, 8), jnp.float32)
+    saved = LaxBackend.materializes_kernel_gradient_operands
+    try:
+        LaxBackend.materializes_kernel_gradient_operands = materialize
+        # a fresh function, so that nothing is reused from another setting's compilation
+        grad = jax.jit(jax.grad(lambda k, x: loss(k, x)))
+        return grad.lower(kernels, x).compile().as_text()
+    finally:
+        LaxBackend.materializes_kernel_gradient_operands = saved
+
+
+def widest_kernel_gradient_operand(hlo: str) -> int:
+    """The most operands any producer of a kernel-gradient convolution's input takes: 1 when it
+    only relayouts a stored array, many when it recomputes a residual stream."""
+    definitions = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\s*(%\S+) = [^\n]*? fusion\(([^)]*)\)", hlo, re.M)
+    }
+    widest = 0
+    for m in re.finditer(r"= f32\[8,3,8\]\{[^}]*\} convolution\((%[^,]+),", hlo):
+        widest = max(widest, len(definitions.get(m.group(1), "").split(",")))
+    return widest
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a fact of XLA:CPU's fusion")
+def test_the_kernel_gradient_reads_a_stored_residual_stream():
+    """XLA:CPU transposes a convolution's input for its kernel gradient and fuses the
+    elementwise ops that made it into that copy: across a residual stack each copy recomputes
+    the stream from every earlier layer's output (a TCN's step spent 37 of 49 ms there).  lax's
+    kernel gradient reads a materialised input instead."""
+    assert widest_kernel_gradient_operand(residual_stack_gradient_hlo(False)) > 6
+    assert widest_kernel_gradient_operand(residual_stack_gradient_hlo(True)) <= 2

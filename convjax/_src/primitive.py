@@ -93,8 +93,9 @@ def bind(a: jax.Array, b: jax.Array, problem: Problem, role: str) -> jax.Array:
     return conv_p.bind(a, b, problem=problem, role=role)
 
 
-def _evaluate(a, b, *, problem: Problem, role: str):
-    """What ``role`` computes, on the formulation, as JAX operations."""
+def _evaluate(a, b, *, problem: Problem, role: str, cpu: bool = False):
+    """What ``role`` computes, on the formulation, as JAX operations (lowered for the CPU when
+    ``cpu``)."""
     shape, dtype = problem.result(role)
     if 0 in shape or 0 in a.shape or 0 in b.shape:  # an empty result, or a sum of nothing
         return jnp.zeros_like(a, dtype, shape=shape)  # varying like a inside a shard_map
@@ -106,8 +107,27 @@ def _evaluate(a, b, *, problem: Problem, role: str):
         out = input_gradient(problem.backend, a, b, problem.spec, *x, **options)
     else:
         kernel = (problem.kernel_shape, problem.kernel_dtype)
+        if cpu and getattr(problem.backend, "materializes_kernel_gradient_operands", False):
+            a = materialized(a)
         out = kernel_gradient(problem.backend, a, b, problem.spec, *kernel, **options)
     return out.astype(dtype)
+
+
+def materialized(v: jax.Array) -> jax.Array:
+    """``v``, computed into a buffer of its own before its consumers read it: XLA:CPU fuses no
+    producer of ``v`` into them.
+
+    Why: XLA:CPU's convolution reads the kernel gradient's operands in a transposed layout, and
+    the copy that transposes an operand absorbs the elementwise ops that made it; across a
+    residual stack (``x = (x + f(x)) · s``, layer after layer) each copy then recomputes the
+    whole residual stream from the layers' raw outputs.  A TCN's training step spent 37 of its
+    49 ms in those copies.  A conditional is the one boundary XLA:CPU does not fuse across
+    (``lax.optimization_barrier`` is gone before fusion there).  Its other branch, taken only
+    where ``v``'s first element is NaN, returns ``v + 0``: ``v`` again, but for the sign of a
+    zero (``−0 + 0 = +0``).
+    """
+    first = v.reshape(-1)[0]
+    return jax.lax.cond(first == first, lambda v: v, lambda v: v + 0, v)
 
 
 def _varying(aval) -> frozenset:
@@ -147,6 +167,11 @@ def _eager(a, b, problem, role):
 conv_p.def_impl(lambda a, b, *, problem, role: _eager(a, b, problem, role))
 conv_p.def_abstract_eval(_abstract_eval)
 mlir.register_lowering(conv_p, mlir.lower_fun(_evaluate, multiple_results=False))
+mlir.register_lowering(
+    conv_p,
+    mlir.lower_fun(functools.partial(_evaluate, cpu=True), multiple_results=False),
+    platform="cpu",
+)
 
 
 # -- transposes: each role's two transposes are the other roles -----------------------------------
