@@ -270,7 +270,7 @@ def _modules():
         f"  convjax.nnx.Conv(16, 32, (3, 3), strides=2): {params} parameters "
         f"(param_count: {counted}) -> {tuple(y.shape)}   {agree(diff)}"
     )
-    print("  `convjax train --impl auto|lax|gather|taps` trains an encoder-decoder of these layers")
+    print("  `convjax train [--impl NAME]` trains an encoder-decoder of these layers")
 
 
 class _Tee(io.TextIOBase):
