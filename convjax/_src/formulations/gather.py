@@ -143,6 +143,28 @@ def block_shape(sizes: Sequence[int], unit_bytes: int, budget: int) -> tuple[int
     return tuple(block)
 
 
+def map_blocks(one_block, counts: Sequence[int], block: Sequence[int]) -> jax.Array:
+    """``one_block(coords) -> [*block, C]`` for every block of a row-major grid of ``counts``
+    blocks (``coords``: the block's index along each axis, traced), in a ``lax.map``, each block
+    rematerialised for the backward pass (only its inputs are kept); the blocks assembled into
+    ``[*(n · b for each axis), C]``, to be cropped by the caller."""
+
+    @jax.checkpoint  # keep only each block's inputs for the backward pass
+    def run(index):
+        coords, rest = [], index
+        for n in reversed(counts):
+            coords.append(rest % n)
+            rest = rest // n
+        return one_block(coords[::-1])
+
+    ndim = len(counts)
+    y = lax.map(run, jnp.arange(math.prod(counts)))  # [blocks, *block, C]
+    y = y.reshape(*counts, *block, y.shape[-1])
+    order = [i for d in range(ndim) for i in (d, ndim + d)]
+    y = y.transpose(*order, 2 * ndim)
+    return y.reshape(*(n * b for n, b in zip(counts, block, strict=True)), y.shape[-1])
+
+
 def contract_patches(patches, kernel, groups, precision, preferred_element_type):
     """``[b, *o, *t, C_in]`` patches by a ``[*t, C_in // groups, C_out]`` kernel: ``[b, *o,
     C_out]``."""
@@ -210,22 +232,12 @@ def gather_conv(
     if math.prod(counts) == 1:
         return contract(x[:batch], [table[0] for table in tables])
 
-    @jax.checkpoint  # keep only each block's inputs for the backward pass
-    def one_block(index):
-        coords, rest = [], index
-        for n in reversed(counts):
-            coords.append(rest % n)
-            rest = rest // n
-        coords.reverse()
+    def one_block(coords):
         xb = lax.dynamic_slice_in_dim(x, coords[0] * block[0], block[0], axis=0)
         reads = [jnp.asarray(table)[c] for table, c in zip(tables, coords[1:], strict=True)]
         return contract(xb, reads)
 
-    y = lax.map(one_block, jnp.arange(math.prod(counts)))  # [blocks, *block, C_out]
-    y = y.reshape(*counts, *block, y.shape[-1])
-    order = [i for d in range(ndim + 1) for i in (d, ndim + 1 + d)]
-    y = y.transpose(*order, 2 * ndim + 2)
-    y = y.reshape(*(n * b for n, b in zip(counts, block, strict=True)), y.shape[-1])
+    y = map_blocks(one_block, counts, block)
     return y[(slice(0, batch), *(slice(0, o) for o in out))]
 
 

@@ -47,7 +47,12 @@ from convjax._src.checks import (
 )
 from convjax._src.formulations import Impl
 from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, accumulation_dtype
-from convjax._src.formulations.gather import block_shape, build_index_map, contract_patches
+from convjax._src.formulations.gather import (
+    block_shape,
+    build_index_map,
+    contract_patches,
+    map_blocks,
+)
 from convjax._src.ops.conv import conv
 from convjax._src.ops.layout import (
     DataFormat,
@@ -528,13 +533,7 @@ def _blocks(
     if math.prod(counts) == 1:  # one block: the whole problem
         return contract(x, offsets, mask, [t[0] for t in tables])
 
-    @jax.checkpoint  # keep only each block's inputs for the backward pass
-    def one_block(index):
-        where, rest = [], index
-        for n in reversed(counts):
-            where.append(rest % n)
-            rest = rest // n
-        where.reverse()
+    def one_block(where):
         starts = [w * b for w, b in zip(where, block, strict=True)]
         xb = lax.dynamic_slice_in_dim(x, starts[0], block[0], axis=0)
         offb = lax.dynamic_slice(offsets, (*starts, 0), (*block, offsets.shape[-1]))
@@ -544,11 +543,7 @@ def _blocks(
         positions = [jnp.asarray(t)[w] for t, w in zip(tables, where[1:], strict=True)]
         return contract(xb, offb, maskb, positions)
 
-    y = lax.map(one_block, jnp.arange(math.prod(counts)))  # [blocks, *block, C_out]
-    y = y.reshape(*counts, *block, y.shape[-1])
-    order = [i for d in range(ndim + 1) for i in (d, ndim + 1 + d)]
-    y = y.transpose(*order, 2 * ndim + 2)
-    y = y.reshape(*(n * b for n, b in zip(counts, block, strict=True)), y.shape[-1])
+    y = map_blocks(one_block, counts, block)
     return y[(slice(0, batch), *(slice(0, o) for o in out))]
 
 

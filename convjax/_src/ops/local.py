@@ -82,7 +82,7 @@ from convjax._src.checks import (
 )
 from convjax._src.formulations import REGISTRY, GatherBackend
 from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, accumulation_dtype, pad
-from convjax._src.formulations.gather import block_shape, build_index_map
+from convjax._src.formulations.gather import block_shape, build_index_map, map_blocks
 from convjax._src.ops.layout import accepts_data_format
 from convjax._src.ops.transpose import transpose_operator
 from convjax._src.spec import ConvSpec, Padding, PaddingMode, make_spec
@@ -400,13 +400,7 @@ def blocked(x, kernel, spec: ConvSpec, formulation: str, budget: int, *, precisi
     ]
     whole = block[1:] == out
 
-    @jax.checkpoint  # keep only each block's inputs for the backward pass
-    def one_block(index):
-        coords, rest = [], index
-        for n in reversed(counts):
-            coords.append(rest % n)
-            rest = rest // n
-        coords.reverse()
+    def one_block(coords):
         first = [jnp.asarray(s, np.int32)[c] for s, c in zip(starts, coords, strict=True)]
         source = lax.dynamic_slice_in_dim(plan.source, first[0], block[0], plan.batch_axis)
         if whole:
@@ -417,11 +411,7 @@ def blocked(x, kernel, spec: ConvSpec, formulation: str, budget: int, *, precisi
         )
         return plan.contract(source, first[1:], block[1:], kernel_block)
 
-    y = lax.map(one_block, jnp.arange(math.prod(counts)))  # [blocks, *block, C_out]
-    y = y.reshape(*counts, *block, y.shape[-1])
-    order = [i for d in range(ndim + 1) for i in (d, ndim + 1 + d)]
-    y = y.transpose(*order, 2 * ndim + 2)
-    y = y.reshape(*(n * b for n, b in zip(counts, block, strict=True)), y.shape[-1])
+    y = map_blocks(one_block, counts, block)
     for axis, (n, b, size) in enumerate(zip(counts, block, sizes, strict=True)):
         if n * b != size:  # the last block overlaps the one before by n·b − size
             kept = (slice(None),) * axis
