@@ -427,7 +427,7 @@ def apply(
             xb = _exchange(xb, axis, batch_ndim + axis.dim)
         return local(xb, local_spec, *rb)
 
-    y = _on_devices(block, mesh, halo.spec, x, replicated)
+    y = _on_devices(block, mesh, halo.spec, (x,), replicated)
     uneven = [axis for axis in halo.axes if axis.uneven]
     if uneven:
         dims = {batch_ndim + axis.dim for axis in uneven}
@@ -440,37 +440,46 @@ def apply(
     return y
 
 
-def per_batch(fn: Callable[..., jax.Array], x: jax.Array, *replicated, ndim: int):
-    """``fn(block, *replicated)`` on every device's batch block of ``x: [*batch, *spatial, C]``
-    with whole spatial axes (gathered first where they are sharded), for computations global
-    over the spatial axes (the Wiener filter's FFTs); the result, of ``x``'s rank, sharded like
-    ``x`` where its sizes allow.  ``x`` itself where it is not sharded."""
+def per_batch(
+    fn: Callable[..., jax.Array], x: jax.Array, *replicated, ndim: int, split: Sequence = ()
+):
+    """``fn(block, *split_blocks, *replicated)`` on every device's batch block of ``x: [*batch,
+    *spatial, C]`` with whole spatial axes (gathered first where they are sharded), for
+    computations global over the spatial axes (the Wiener filter's FFTs, deformable sampling);
+    the ``split`` operands, with ``x``'s batch dims first, are split along them alike.  The
+    result, of ``x``'s rank, is sharded like ``x`` where its sizes allow.  ``x`` itself where it
+    is not sharded."""
     axes = mesh_axes(x)
     if axes is None:
-        return fn(x, *replicated)
+        return fn(x, *split, *replicated)
     mesh = _mesh(x)
     batch_ndim = len(x.shape) - ndim - 1
     spec = PartitionSpec(*[_entry(names) for names in axes[:batch_ndim]])
-    y = _on_devices(fn, mesh, spec, x, replicated)
+    y = _on_devices(fn, mesh, spec, (x, *split), replicated)
     return jax.sharding.reshard(y, sharding_like(x, y.shape))
 
 
-def _on_devices(fn: Callable[..., jax.Array], mesh, spec: PartitionSpec, x, replicated):
-    """``fn(block, *replicated)`` in a ``jax.shard_map`` with ``x`` split as ``spec`` (and the
-    result split the same way) and the ``replicated`` operands whole on every device."""
+def _on_devices(fn: Callable[..., jax.Array], mesh, spec: PartitionSpec, split, replicated):
+    """``fn(*split_blocks, *replicated)`` in a ``jax.shard_map`` with the ``split`` operands
+    split as ``spec`` (and the result split the same way) and the ``replicated`` operands whole
+    on every device."""
     varying = tuple(
         name for entry in spec if entry for name in ((entry,) if isinstance(entry, str) else entry)
     )
 
-    def block(xb, *rb):
+    def block(*operands):
+        blocks, rb = operands[: len(split)], operands[len(split) :]
         # The replicated operands meet every device's block: cast them varying over the same
         # mesh axes (the transpose of the cast psums their gradients over those axes).
-        return fn(xb, *[lax.pcast(r, varying, to="varying") for r in rb])
+        return fn(*blocks, *[lax.pcast(r, varying, to="varying") for r in rb])
 
     replicated = tuple(_respec(r, mesh, PartitionSpec()) for r in replicated)
     return jax.shard_map(
-        block, mesh=mesh, in_specs=(spec, *(PartitionSpec() for _ in replicated)), out_specs=spec
-    )(_respec(x, mesh, spec), *replicated)
+        block,
+        mesh=mesh,
+        in_specs=(*(spec for _ in split), *(PartitionSpec() for _ in replicated)),
+        out_specs=spec,
+    )(*(_respec(a, mesh, spec) for a in split), *replicated)
 
 
 def _respec(x, mesh, spec: PartitionSpec):

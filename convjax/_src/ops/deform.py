@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import PartitionSpec
 
 from convjax._src import halo
 from convjax._src.checks import (
@@ -440,7 +439,9 @@ def _deform(
     if math.prod(batch) == 0 or x.shape[-1] == 0 or kernel.shape[-1] == 0:
         return jnp.zeros((*batch, *out, kernel.shape[-1]), dtype)
 
-    def local(x, kernel, offsets, mask):
+    def local(x, offsets, *rest):  # rest: the mask, if any, then the kernel
+        *masks, kernel = rest
+        mask = masks[0] if masks else None
         flat = (-1, *x.shape[-ndim - 1 :])
         y = _blocks(
             x.reshape(flat),
@@ -455,36 +456,12 @@ def _deform(
         )
         return y.reshape(*x.shape[: x.ndim - ndim - 1], *y.shape[1:])
 
-    return _per_batch(local, len(batch), x, kernel, offsets, mask)
-
-
-def _per_batch(fn, batch_ndim: int, x, kernel, offsets, mask):
-    """``fn(x, kernel, offsets, mask)`` on every device's batch block of ``x``, ``offsets`` and
-    ``mask`` (split alike along their batch dims) with whole spatial axes, in one
-    ``jax.shard_map``, where ``x`` is sharded along batch or spatial axes; the result is then
-    sharded as ``x`` along batch and spatial dims where the mesh divides them (as
-    ``halo.per_batch`` does).  Otherwise on the arrays whole."""
-    axes = halo.mesh_axes(x)
-    if axes is None:
-        return fn(*(None if a is None else halo.replicated(a) for a in (x, kernel, offsets, mask)))
-    mesh = halo._mesh(x)
-    spec = PartitionSpec(*[halo._entry(names) for names in axes[:batch_ndim]])
-    varying = tuple(name for names in axes[:batch_ndim] for name in names)
-    split = [a for a in (x, offsets, mask) if a is not None]
-
-    def block(kernel, *blocks):
-        if varying:  # the whole kernel meets every device's block; its gradient is summed
-            kernel = lax.pcast(kernel, varying, to="varying")
-        x, offsets, *rest = blocks
-        return fn(x, kernel, offsets, rest[0] if rest else None)
-
-    y = jax.shard_map(
-        block,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), *(spec for _ in split)),
-        out_specs=spec,
-    )(halo._respec(kernel, mesh, PartitionSpec()), *(halo._respec(a, mesh, spec) for a in split))
-    return jax.sharding.reshard(y, halo.sharding_like(x, y.shape))  # spatial dims as x's
+    # Every device takes whole images of its batch block, with their offsets and mask: how far
+    # a sample reaches depends on the offsets' values, so no fixed halo serves.
+    split = (offsets,) if mask is None else (offsets, mask)
+    if halo.mesh_axes(x) is not None:
+        return halo.per_batch(local, x, halo.replicated(kernel), ndim=ndim, split=split)
+    return local(*(halo.replicated(a) for a in (x, *split, kernel)))
 
 
 def _blocks(
