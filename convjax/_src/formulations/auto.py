@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 
 from convjax._src.checks import dtype_kind
-from convjax._src.formulations.base import AcceptsAll, Backend
+from convjax._src.formulations.base import Backend, Chooses
 from convjax._src.formulations.fft import FFTBackend
 from convjax._src.formulations.gather import GatherBackend
 from convjax._src.formulations.lax import LaxBackend
@@ -238,7 +238,7 @@ CHOICES: dict[str, Backend] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoBackend(AcceptsAll):
+class AutoBackend(Chooses):
     """The fastest formulation for each convolution: :func:`choose` reads the platform (the
     default backend) and the spec's features from one table, at trace time.
 
@@ -255,9 +255,3 @@ class AutoBackend(AcceptsAll):
         """The formulation this convolution runs on."""
         options = {"transposed": self.transposed, "dtype": dtype}
         return CHOICES[choose(spec, x_shape, kernel_shape, **options)]
-
-    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
-        backend = self.choose(spec, x.shape, kernel.shape, x.dtype)
-        return backend(
-            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
-        )

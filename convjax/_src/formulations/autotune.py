@@ -41,7 +41,7 @@ import numpy as np
 from convjax._src.checks import DTYPE_KINDS, dtype_kind
 from convjax._src.formulations import base
 from convjax._src.formulations.auto import CHOICES, choose
-from convjax._src.formulations.base import AcceptsAll, Backend
+from convjax._src.formulations.base import Backend, Chooses
 from convjax._src.spec import ConvSpec
 
 ROUNDS = 5
@@ -131,7 +131,7 @@ def summary() -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class AutotuneBackend(AcceptsAll):
+class AutotuneBackend(Chooses):
     """The fastest formulation for each convolution on this machine, by timing (see the module
     docstring).
 
@@ -147,12 +147,6 @@ class AutotuneBackend(AcceptsAll):
     def choose(self, spec, x_shape, kernel_shape, dtype="float32") -> Backend:
         """The formulation this convolution runs on."""
         return CHOICES[tuned(spec, tuple(x_shape), tuple(kernel_shape), dtype, self.transposed)]
-
-    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
-        backend = self.choose(spec, x.shape, kernel.shape, x.dtype)
-        return backend(
-            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
-        )
 
 
 def tuned(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> str:

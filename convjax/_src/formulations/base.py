@@ -63,6 +63,17 @@ class AcceptsAll:
         return None
 
 
+class Chooses(AcceptsAll):
+    """Mixin for backends that run another formulation, the one ``choose(spec, x_shape,
+    kernel_shape, dtype)`` names for each convolution (``auto``, ``autotune``)."""
+
+    def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
+        backend = self.choose(spec, x.shape, kernel.shape, x.dtype)
+        return backend(
+            x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
+        )
+
+
 def pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
     """``x: [B, *spatial, C]`` padded on its spatial axes as ``spec`` says."""
     if not any(lo or hi for lo, hi in spec.padding):
