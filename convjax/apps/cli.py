@@ -9,6 +9,7 @@ import sys
 
 import convjax
 from convjax import __version__, viz
+from convjax._src.tools.viz import check_path
 from convjax.apps import bench as benchmarks
 from convjax.apps import models, tour
 from convjax.apps import train as training
@@ -19,7 +20,6 @@ PADDING_NAMES = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
 MAX_FRAMES = 100  # steps drawn into one .gif or .html unless --max-frames says otherwise
 MAX_SHEET = 16  # frames on a .png sheet
 MAX_CELLS = 4096  # cells in one drawn array (64x64): more is not a legible picture
-SUFFIXES = (".gif", ".html", ".htm", ".png")
 
 
 def _animate_parser(commands) -> None:
@@ -138,7 +138,7 @@ def _check_animate(args) -> None:
     for flag, value in (("--max-frames", args.max_frames), ("--max-cells", args.max_cells)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}.")
-    _check_out(args.out)
+    check_path("convjax animate", args.out, "--out")
     cells = math.prod(args.input)
     if cells > args.max_cells:
         raise ValueError(
@@ -146,19 +146,6 @@ def _check_animate(args) -> None:
             f"{args.max_cells}: a picture that large is not legible (the same rule shows on a "
             f"few cells); draw a smaller input, or raise --max-cells."
         )
-
-
-def _check_out(out: str) -> None:
-    path = pathlib.Path(out)
-    if path.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"--out must end in .gif, .html or .png, got {out!r}.")
-    if path.is_dir():
-        raise ValueError(f"--out must name a file, got the folder {out!r}.")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"--out must be in a folder, but {str(folder)!r} is a file: {out!r}.")
 
 
 def _check_folder(out: str) -> None:

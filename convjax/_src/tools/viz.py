@@ -204,7 +204,7 @@ class Animation:
         Everything is checked before anything is drawn.
         """
         op = "viz.Animation.save"
-        path = _check_path(op, path)
+        path = check_path(op, path)
         fps = _check_fps(op, fps)
         if path.suffix.lower() == ".png":
             frames = self._sheet_frames(op, frames)
@@ -830,21 +830,22 @@ def _check_fps(op: str, fps: Any) -> float:
     return _positive(op, "fps", fps)
 
 
-def _check_path(op: str, path: Any) -> pathlib.Path:
-    """The file to write: a known suffix, not a folder, in a folder that is (or can be made)."""
+def check_path(op: str, path: Any, name: str = "path") -> pathlib.Path:
+    """The file to write: a known suffix, not a folder, in a folder that is (or can be made);
+    errors name ``op`` and the argument ``name`` (the CLI's ``--out``)."""
     if not isinstance(path, str | pathlib.PurePath):
-        raise TypeError(f"{op}: path must be a str or a pathlib.Path, got {path!r}.")
+        raise TypeError(f"{op}: {name} must be a str or a pathlib.Path, got {path!r}.")
     path = pathlib.Path(path)
     if path.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"{op}: path must end in .gif, .html or .png, got {str(path)!r}.")
+        raise ValueError(f"{op}: {name} must end in .gif, .html or .png, got {str(path)!r}.")
     if path.is_dir():
-        raise ValueError(f"{op}: path must name a file, got the folder {str(path)!r}.")
+        raise ValueError(f"{op}: {name} must name a file, got the folder {str(path)!r}.")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         raise ValueError(
-            f"{op}: path must be in a folder, but {str(folder)!r} (in {str(path)!r}) is a file."
+            f"{op}: {name} must be in a folder, but {str(folder)!r} (in {str(path)!r}) is a file."
         )
     return path
 
