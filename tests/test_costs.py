@@ -92,6 +92,7 @@ def test_the_measure_catches_recomputation():
 def residual_stack_gradient_hlo(materialize: bool) -> str:
     """The compiled gradient of a 6-block residual stack of causal dilated lax convolutions
     (``x = (x + conv(relu(conv(x) + b)) + b) · s``), with or without materialised operands."""
+
     def loss(kernels, x):
         for i, (k1, b1, k2, b2) in enumerate(kernels):
             h = jax.nn.relu(convjax.conv(x, k1, padding="CAUSAL", dilation=2**i, impl="lax") + b1)
