@@ -16,6 +16,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from helpers import FORMULATIONS
 
@@ -137,3 +138,28 @@ def test_the_kernel_gradient_reads_a_stored_residual_stream():
     kernel gradient reads a materialised input instead."""
     assert widest_kernel_gradient_operand(residual_stack_gradient_hlo(False)) > 6
     assert widest_kernel_gradient_operand(residual_stack_gradient_hlo(True)) <= 2
+
+
+@pytest.mark.parametrize("first", [np.nan, -0.0, 1.5])
+def test_the_stored_input_is_the_input(first):
+    """Materialising the kernel gradient's input changes no value: the conditional's other
+    branch (taken when the input's first element is NaN) included."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 7, 3))
+    x[0, 0, 0, 0] = first
+    kernel = rng.standard_normal((3, 3, 3, 4))
+
+    def kernel_gradient(materialize):
+        saved = LaxBackend.materializes_kernel_gradient_operands
+        try:
+            LaxBackend.materializes_kernel_gradient_operands = materialize
+            loss = lambda k, x: jnp.sum(convjax.conv(x, k, padding=1, impl="lax") ** 2)  # noqa: E731
+            compiled = jax.jit(jax.grad(loss)).lower(kernel, x).compile()
+            assert ("conditional(" in compiled.as_text()) == materialize
+            return np.asarray(compiled(kernel, x))
+        finally:
+            LaxBackend.materializes_kernel_gradient_operands = saved
+
+    stored, fused = kernel_gradient(True), kernel_gradient(False)
+    np.testing.assert_array_equal(stored, fused)
+    assert np.isnan(stored).any() == np.isnan(first)
