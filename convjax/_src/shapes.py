@@ -7,6 +7,8 @@ this module touches an array.
 
 from __future__ import annotations
 
+import itertools
+
 PADDING_STRINGS = ("VALID", "SAME", "HALF", "FULL", "CAUSAL")
 
 
@@ -92,3 +94,44 @@ def output_padding_for(
     """
     lo, hi = padding
     return (size + lo + hi - effective_window(window, dilation)) % stride
+
+
+def reading_bands(
+    size: int, window: int, stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1
+) -> tuple[tuple[int, int, int, int], ...]:
+    """The outputs of one axis in bands whose windows read the same taps inside the input: one
+    ``(out_start, out_stop, tap_start, tap_stop)`` per band, in order, covering every output.
+
+    Tap ``t`` of output ``o`` reads position ``o·s − lo + t·d``; the taps that land inside
+    ``[0, size)`` are a contiguous range, and it changes only where some tap enters or leaves
+    the input, so a window of ``k`` taps makes at most ``2k + 1`` bands.  A band of outputs that
+    read only padding has the empty tap range ``(0, 0)``.
+
+    >>> reading_bands(24, 3, padding=(18, 18), dilation=18)  # DeepLab's rate 18 on 24 rows
+    ((0, 6, 1, 3), (6, 18, 1, 2), (18, 24, 0, 2))
+    """
+    lo = padding[0]
+    out = conv_output_size(size, window, stride, padding, dilation)
+    if out < 1:
+        return ()
+
+    def taps(o: int) -> tuple[int, int]:
+        first = max(0, -(-(lo - o * stride) // dilation))
+        stop = min(window, (size - 1 + lo - o * stride) // dilation + 1)
+        return (first, stop) if stop > first else (0, 0)
+
+    cuts = {0, out}
+    for t in range(window):
+        for edge in (lo - t * dilation, size + lo - t * dilation):  # o·s crosses these
+            cut = -(-edge // stride)
+            if 0 < cut < out:
+                cuts.add(cut)
+    bands: list[tuple[int, int, int, int]] = []
+    ordered = sorted(cuts)
+    for start, stop in itertools.pairwise(ordered):
+        first, last = taps(start)
+        if bands and bands[-1][2:] == (first, last):
+            bands[-1] = (bands[-1][0], stop, first, last)
+        else:
+            bands.append((start, stop, first, last))
+    return tuple(bands)

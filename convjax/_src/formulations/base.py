@@ -96,6 +96,23 @@ def accumulation_dtype(dtype: Any, preferred_element_type: Any = None) -> np.dty
     return np.dtype(np.float32) if dtype_kind(dtype) == "float" and dtype.itemsize < 4 else dtype
 
 
+def transposed_kernel(kernel, groups):
+    """``[*window, C // G, G·J]`` → ``[*window, J, G·(C // G)]``: each tap's weights from
+    ``C_out`` channels back to ``C_in``."""
+    ndim = kernel.ndim - 2
+    c, c_out = kernel.shape[-2:]
+    k = kernel.reshape(*kernel.shape[:-1], groups, c_out // groups)
+    k = jnp.moveaxis(k, ndim, -1)  # [*window, G, J, C]
+    k = jnp.swapaxes(k, ndim, ndim + 1)  # [*window, J, G, C]
+    return k.reshape(*kernel.shape[:ndim], c_out // groups, groups * c)
+
+
+def flipped_transposed_kernel(kernel, groups):
+    """:func:`transposed_kernel` with the window flipped: the kernel that makes the transpose
+    of a stride-1 convolution (its input gradient) a stride-1 convolution of the cotangent."""
+    return jnp.flip(transposed_kernel(kernel, groups), axis=tuple(range(kernel.ndim - 2)))
+
+
 def spatial_letters(ndim: int) -> str:
     """Dimension letters for ``lax.conv_general_dilated``'s dimension numbers."""
     return "DHW"[-ndim:] if ndim <= 3 else "".join(chr(ord("a") + i) for i in range(ndim))

@@ -44,7 +44,13 @@ from jax import lax
 
 from convjax._src import shapes
 from convjax._src.checks import dtype_kind
-from convjax._src.formulations.base import AcceptsAll, accumulation_dtype, pad
+from convjax._src.formulations.base import (
+    AcceptsAll,
+    accumulation_dtype,
+    flipped_transposed_kernel,
+    pad,
+    transposed_kernel,
+)
 from convjax._src.spec import ConvSpec
 
 # Up to this many input channels per group, a grouped tap is a sum of broadcast multiply-adds
@@ -205,23 +211,6 @@ def zero_padded_tap_sum(x, kernel, geometry: Geometry, low: Sequence[int], preci
     return split([(0, o) for o in geometry.out], 0)
 
 
-def _transposed_kernel(kernel, groups):
-    """``[*window, C // G, G·J]`` → ``[*window, J, G·(C // G)]``: each tap's weights from
-    ``C_out`` channels back to ``C_in``."""
-    ndim = kernel.ndim - 2
-    c, c_out = kernel.shape[-2:]
-    k = kernel.reshape(*kernel.shape[:-1], groups, c_out // groups)
-    k = jnp.moveaxis(k, ndim, -1)  # [*window, G, J, C]
-    k = jnp.swapaxes(k, ndim, ndim + 1)  # [*window, J, G, C]
-    return k.reshape(*kernel.shape[:ndim], c_out // groups, groups * c)
-
-
-def _flipped_transposed_kernel(kernel, groups):
-    """:func:`_transposed_kernel` with the window flipped: the kernel of the transposed tap sum
-    as a stride-1 tap sum over ``g``."""
-    return jnp.flip(_transposed_kernel(kernel, groups), axis=tuple(range(kernel.ndim - 2)))
-
-
 def transposed_tap_sum(g, kernel, geometry: Geometry, padded_spatial: Sequence[int]):
     """``Tᵀ(g, kernel)``: the cotangent of the padded input of ``T`` for output cotangent
     ``g``, as a stride-1 tap sum over ``g`` upsampled by the strides (zeros between) and padded
@@ -235,7 +224,7 @@ def transposed_tap_sum(g, kernel, geometry: Geometry, padded_spatial: Sequence[i
         config.append((span - 1, span - 1 + unread, s - 1))
     config.append((0, 0, 0))
     upsampled = lax.pad(g, jnp.zeros((), g.dtype), config)
-    flipped = _flipped_transposed_kernel(kernel, geometry.groups)
+    flipped = flipped_transposed_kernel(kernel, geometry.groups)
     stride_one = Geometry(
         (1,) * ndim, geometry.dilation, geometry.groups, geometry.window, tuple(padded_spatial)
     )
@@ -255,7 +244,7 @@ def scattered_tap_sum(
     :func:`transposed_tap_sum` (a 7×7 depthwise input gradient 4×), so the input gradient takes
     this form only for kernels with a non-finite weight."""
     ndim = len(geometry.window)
-    weights = _transposed_kernel(kernel, geometry.groups)
+    weights = transposed_kernel(kernel, geometry.groups)
     total = jnp.zeros((g.shape[0], *size, weights.shape[-1]), g.dtype)
     if any(o == 0 for o in geometry.out):
         return total
@@ -391,7 +380,7 @@ class TapsBackend(AcceptsAll):
             if spec.padding_mode == "zeros" and all(s == 1 for s in spec.strides):
                 # dx[i] = Σ_t g[i + lo − t·d] k[t]: a stride-1 tap sum of g with the flipped
                 # kernel, padded (k̂ − 1 − lo) before each axis, over x's positions only.
-                flipped = _flipped_transposed_kernel(kernel, spec.groups)
+                flipped = flipped_transposed_kernel(kernel, spec.groups)
                 spans = map(shapes.effective_window, geometry.window, geometry.dilation)
                 low = [span - 1 - lo for span, (lo, _) in zip(spans, spec.padding, strict=True)]
                 onto_x = geometry._replace(out=tuple(x_shape[1:-1]))
