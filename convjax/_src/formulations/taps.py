@@ -300,25 +300,29 @@ def _sum_products(products, batch_first: bool):
     return jnp.stack([jnp.sum(p, axis=rest) for p in partials])
 
 
-def tap_correlation(padded, g, geometry: Geometry, kernel_shape: Sequence[int]):
-    """``R(padded, g)``: the kernel gradient ``Σ_o padded[o·s + t·d] ⊗ g[o]`` of the multiply-add
-    forms, ``[*window, C_in // groups, C_out]``, as fused reductions in a loop (``lax.map``).
+def tap_correlation(x, g, geometry: Geometry, kernel_shape: Sequence[int], pad_images):
+    """``R(pad(x), g)``: the kernel gradient ``Σ_o pad(x)[o·s + t·d] ⊗ g[o]`` of the
+    multiply-add forms, ``[*window, C_in // groups, C_out]``, as fused reductions in a loop
+    (``lax.map``); ``pad_images`` pads images as the spec says.
 
-    Undilated depthwise kernels loop over the batch: one image's products for every tap at once,
-    summed while the image is in cache, then the images' sums added.  Narrow groups (more
-    products per tap) and dilated kernels (taps far apart) loop over the kernel rows, along the
-    axis with the largest window: each iteration takes that row of the padded input with a
-    dynamic slice and reduces the row's taps.  Measured on XLA:CPU, the gradient of a loss of a
-    layer on 56², batch 8: depthwise 3×3 C144, 7.9 ms over the images against 25 over the rows;
-    7×7 C96, 25 against 29; 3×3 at rate 4, 23 against 11.  Either way ``g`` is read from memory,
-    so XLA cannot fuse the forward tap sum that produced ``g`` (from a loss of the output) into
-    every reduction and recompute it there.  A single image and a single row run without a loop."""
+    Undilated depthwise kernels loop over the batch: one image, padded in the loop (XLA fuses
+    that pad into the reductions' reads, where a padded copy of the whole batch is an extra
+    write and read of it: ConvNeXt's 7×7 layer's gradient 23.6 ms → 20.2), its products for
+    every tap at once, summed while the image is in cache, then the images' sums added.  Narrow
+    groups (more products per tap) and dilated kernels (taps far apart) loop over the kernel
+    rows, along the axis with the largest window: each iteration takes that row of the padded
+    input with a dynamic slice and reduces the row's taps.  Measured on XLA:CPU, the gradient of
+    a loss of a layer on 56², batch 8: depthwise 3×3 C144, 7.9 ms over the images against 25
+    over the rows; 7×7 C96, 25 against 29; 3×3 at rate 4, 23 against 11.  Either way ``g`` is
+    read from memory, so XLA cannot fuse the forward tap sum that produced ``g`` (from a loss of
+    the output) into every reduction and recompute it there.  A single image and a single row
+    run without a loop."""
     kernel_shape = tuple(kernel_shape)
     c_per_group = kernel_shape[-2]
     if c_per_group == 1 and g.shape[0] > 1 and all(d == 1 for d in geometry.dilation):
 
         def one_image(b):
-            image = lax.dynamic_index_in_dim(padded, b, 0, keepdims=True)
+            image = pad_images(lax.dynamic_index_in_dim(x, b, 0, keepdims=True))
             grads = lax.dynamic_index_in_dim(g, b, 0, keepdims=True)
             products = list(_row_products(image, grads, geometry, c_per_group))
             chunks = range(0, len(products), CHUNK)
@@ -326,6 +330,7 @@ def tap_correlation(padded, g, geometry: Geometry, kernel_shape: Sequence[int]):
             return jnp.concatenate(sums).reshape(kernel_shape)
 
         return jnp.sum(lax.map(one_image, jnp.arange(g.shape[0])), axis=0)
+    padded = pad_images(x)
     batch_first = g.shape[0] >= 8
     axis = int(np.argmax(geometry.window))
     count = geometry.window[axis]
@@ -404,4 +409,5 @@ class TapsBackend(AcceptsAll):
             return None
         geometry = geometry_of(spec, x.shape[1:-1], kernel_shape[: spec.ndim])
         dtype = accumulation_dtype(np.promote_types(x.dtype, g.dtype))
-        return tap_correlation(pad(x, spec).astype(dtype), g.astype(dtype), geometry, kernel_shape)
+        pad_images = functools.partial(pad, spec=spec)
+        return tap_correlation(x.astype(dtype), g.astype(dtype), geometry, kernel_shape, pad_images)
