@@ -25,3 +25,52 @@ def test_every_public_path_compiles_without_aborting():
         + result.stderr[-3000:]
     )
     assert lines and lines[-1].startswith("done "), result.stdout[-2000:]
+
+
+HUGE = """
+import sys
+import jax.numpy as jnp
+from flax import nnx
+import convjax
+
+x, k = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 6))
+small, one = jnp.ones((1, 2, 2, 1)), jnp.ones((3, 3, 1, 1))
+layer = convjax.nnx.Conv(4, 6, (3, 3), padding=10**9, rngs=nnx.Rngs(0))
+calls = {
+    "conv padding 1e9": lambda: convjax.conv(x, k, padding=10**9),
+    "taps padding 1e9": lambda: convjax.conv(x, k, padding=10**9, impl="taps"),
+    "gather padding 1e9": lambda: convjax.conv(x, k, padding=10**9, impl="gather"),
+    "circular padding 1e9": lambda: convjax.conv(x, k, padding=10**9, padding_mode="circular"),
+    "unfold padding 1e9": lambda: convjax.unfold(x, (3, 3), padding=10**9),
+    "padding 2**62": lambda: convjax.conv(x, k, padding=2**62),
+    "strides 1e30": lambda: convjax.conv(x, k, strides=10**30),
+    "SAME dilation 2**62": lambda: convjax.conv(x, k, dilation=2**62, padding="SAME"),
+    "transposed strides 1e9": lambda: convjax.conv_transpose(small, one, strides=10**9),
+    "transposed dilation 1e9": lambda: convjax.conv_transpose(small, one, dilation=10**9),
+    "module padding 1e9": lambda: layer(x),
+}
+for name, call in calls.items():
+    print("case", name, flush=True)
+    try:
+        call()
+    except ValueError as error:
+        print("refused", name, str(error).split(":")[0], flush=True)
+    else:
+        sys.exit(f"{name}: accepted")
+print("done", flush=True)
+"""
+
+
+def test_sizes_past_xla_shape_arithmetic_are_refused_without_aborting_or_hanging():
+    """Paddings, strides and dilations whose sizes overflow XLA's shape arithmetic (an abort) or
+    make a transposed conv's reachable sizes astronomically many (a hang) get a ValueError from
+    the function called, in a process of its own, within a time limit."""
+    result = subprocess.run(
+        [sys.executable, "-c", HUGE], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    refused = [
+        line.split()[-1] for line in result.stdout.splitlines() if line.startswith("refused")
+    ]
+    functions = ["conv"] * 4 + ["unfold"] + ["conv"] * 3 + ["conv_transpose"] * 2 + ["Conv"]
+    assert refused == functions, result.stdout

@@ -263,3 +263,14 @@ def test_linen_modules_inside_a_parent_check_at_construction():
 
     with pytest.raises(ValueError, match=r"^DepthwiseConv: depth_multiplier must be >= 1, got 0"):
         Model().init(jax.random.key(0), X)
+
+
+@pytest.mark.parametrize("impl", ["lax", "taps", "gather", "planes"])
+def test_circular_padding_many_times_the_input_wraps_like_numpy(impl):
+    """Circular padding of 5 on a 2-long axis and 7 on a 1-long one: every padded cell is the
+    input's cell at its position modulo the size, as NumPy's ``"wrap"``."""
+    x = np.arange(2.0 * 2 * 1 * 3).reshape(2, 2, 1, 3)
+    kernel = np.ones((1, 1, 3, 3))
+    y = convjax.conv(x, kernel, padding=((5, 4), (7, 6)), padding_mode="circular", impl=impl)
+    padded = np.pad(x, ((0, 0), (5, 4), (7, 6), (0, 0)), mode="wrap")
+    np.testing.assert_allclose(y, padded @ kernel[0, 0], rtol=1e-6)

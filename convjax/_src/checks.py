@@ -53,9 +53,19 @@ def op_name(default: str) -> str:
     return default if caller is None else caller
 
 
-def check_int(op: str, name: str, value: Any, *, minimum: int | None = None) -> int:
+# The largest size, stride, dilation or padding convjax accepts on one axis (XLA indexes an
+# axis with 32-bit ints in places), and the most elements an array it makes may have: far past
+# any memory, and well inside XLA's 64-bit shape arithmetic, which aborts the process when a
+# product of sizes overflows.
+MAX_SIZE = 2**31 - 1
+MAX_ELEMENTS = 2**48
+
+
+def check_int(
+    op: str, name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """``value`` as an int (Python or NumPy integer); bools, floats and other types are a
-    TypeError, and a value below ``minimum`` a ValueError."""
+    TypeError, and a value below ``minimum`` or above ``maximum`` a ValueError."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
@@ -63,7 +73,13 @@ def check_int(op: str, name: str, value: Any, *, minimum: int | None = None) -> 
     value = operator.index(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{op}: {name} must be at most {_bound(maximum)}, got {value}.")
     return value
+
+
+def _bound(maximum: int) -> str:
+    return "2**31 - 1" if maximum == MAX_SIZE else str(maximum)
 
 
 def check_real(op: str, name: str, value: Any, *, minimum: float = 0.0) -> float:
@@ -90,8 +106,11 @@ def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
     return tuple(check_int(op, name, n, minimum=0) for n in shape)
 
 
-def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ``ndim`` ints, each at least ``minimum``, as a tuple."""
+def per_dim(
+    op: str, name: str, value: Any, ndim: int, *, minimum: int, maximum: int = MAX_SIZE
+) -> tuple[int, ...]:
+    """An int or a sequence of ``ndim`` ints, each from ``minimum`` to ``maximum``, as a
+    tuple."""
     if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
         if len(value) != ndim:
             raise ValueError(
@@ -103,6 +122,10 @@ def per_dim(op: str, name: str, value: Any, ndim: int, *, minimum: int) -> tuple
         values = (check_int(op, name, value),) * ndim
     if any(v < minimum for v in values):
         raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {values!r}.")
+    if any(v > maximum for v in values):
+        raise ValueError(
+            f"{op}: {name} must be at most {_bound(maximum)} in every dim, got {values!r}."
+        )
     return values
 
 

@@ -13,13 +13,21 @@ modules run the very same checks when they are constructed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 from convjax._src import shapes
-from convjax._src.checks import check_int, check_shape, per_dim, spatial_axes
+from convjax._src.checks import (
+    MAX_ELEMENTS,
+    MAX_SIZE,
+    check_int,
+    check_shape,
+    per_dim,
+    spatial_axes,
+)
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
@@ -96,6 +104,8 @@ def padding_option(op: str, padding: Padding, ndim: int) -> str | tuple[tuple[in
         result = ((pad, pad),) * ndim
     if any(p < 0 for pair in result for p in pair):
         raise ValueError(f"{op}: padding must be non-negative, got {result!r}.")
+    if any(p > MAX_SIZE for pair in result for p in pair):
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {result!r}.")
     return result
 
 
@@ -316,8 +326,26 @@ def make_spec(
                     f"{op}: reflect padding must be smaller than the input size, but spatial dim "
                     f"{dim} has size {i} and padding {(lo, hi)}."
                 )
+    padded = [i + lo + hi for i, (lo, hi) in zip(input_spatial, pads, strict=True)]
+    spans = [shapes.effective_window(k, d) for k, d in zip(window, dilation, strict=True)]
+    for dim, (n, span) in enumerate(zip(padded, spans, strict=True)):
+        if max(n, span) > MAX_SIZE:
+            raise ValueError(
+                f"{op}: spatial dim {dim} would be {n} long padded ({input_spatial[dim]} and "
+                f"padding {pads[dim]}) with a dilated window of {span}: each must be at most "
+                "2**31 - 1."
+            )
     spec = ConvSpec(strides, pads, dilation, groups, options.padding_mode)
     out = spec.output_spatial(input_spatial, window)
+    batch = math.prod(x_shape[: -ndim - 1])
+    for name, sizes, channels in (("padded input", padded, c_in), ("output", out, c_out)):
+        elements = batch * math.prod(sizes) * channels
+        if elements > MAX_ELEMENTS:
+            raise ValueError(
+                f"{op}: the {name} would have {elements} elements (batch {batch}, spatial "
+                f"{tuple(sizes)}, {channels} channels), more than 2**48: check the padding, "
+                f"strides and {dilation_name}."
+            )
     if any(o < 1 for o in out):
         raise ValueError(
             f"{op}: the output would be empty: spatial output {out} from input {input_spatial} "

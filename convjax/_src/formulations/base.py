@@ -78,8 +78,26 @@ def pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
     """``x: [B, *spatial, C]`` padded on its spatial axes as ``spec`` says."""
     if not any(lo or hi for lo, hi in spec.padding):
         return x
-    widths = ((0, 0), *spec.padding, (0, 0))
-    return jnp.pad(x, widths, mode=PAD_MODES[spec.padding_mode])
+    return pad_spatial(x, spec.padding, spec.padding_mode)
+
+
+def pad_spatial(x: jax.Array, widths, padding_mode: str) -> jax.Array:
+    """``x: [B, *spatial, C]`` padded by ``widths`` (one ``(lo, hi)`` per spatial axis) in
+    ``padding_mode``.  Circular padding is one tiling and a slice per axis: ``jnp.pad``'s
+    ``"wrap"`` adds one copy of the axis per step, which never ends for a padding many times
+    the input's size."""
+    if padding_mode != "circular":
+        return jnp.pad(x, ((0, 0), *widths, (0, 0)), mode=PAD_MODES[padding_mode])
+    for axis, (lo, hi) in enumerate(widths, start=1):
+        n = x.shape[axis]
+        if not (lo or hi) or n == 0:
+            continue
+        before, after = -(-lo // n), -(-hi // n)
+        reps = [1] * x.ndim
+        reps[axis] = before + 1 + after
+        start = before * n - lo  # position -lo is x[-lo mod n]
+        x = jax.lax.slice_in_dim(jnp.tile(x, reps), start, start + lo + n + hi, axis=axis)
+    return x
 
 
 def unpadded(spec: ConvSpec) -> ConvSpec:

@@ -179,7 +179,7 @@ def _conv(x, kernel, spec, *, precision=None, preferred_element_type=None):
     ndim = spec.ndim
     padding = list(spec.padding)
     if spec.padding_mode != "zeros":
-        x = jnp.pad(x, ((0, 0), *padding, (0, 0)), mode=base.PAD_MODES[spec.padding_mode])
+        x = base.pad(x, spec)
         padding = [(0, 0)] * ndim
     else:
         risky = xla_abort_axes(spec, x.shape[1:-1], kernel.shape[:ndim])

@@ -25,7 +25,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 from jax import lax
 
-from convjax._src.formulations.base import PAD_MODES, AcceptsAll, accumulation_dtype
+from convjax._src.formulations.base import AcceptsAll, accumulation_dtype, pad
 from convjax._src.formulations.lax import LaxBackend
 from convjax._src.formulations.taps import contract_tap
 from convjax._src.spec import ConvSpec
@@ -48,8 +48,7 @@ class PlanesBackend(AcceptsAll):
             config[1] = (lo, hi)
             padded = jnp.pad(x, config) if lo or hi else x
         else:  # every axis padded here, the slabs' convolutions pad nothing
-            widths = ((0, 0), *spec.padding, (0, 0))
-            padded = jnp.pad(x, widths, mode=PAD_MODES[spec.padding_mode])
+            padded = pad(x, spec)
             rest = ((0, 0),) * (ndim - 1)
         inner = ConvSpec(spec.strides[1:], rest, spec.dilation[1:], spec.groups, "zeros")
         out = (padded.shape[1] - (kernel.shape[0] - 1) * spec.dilation[0] - 1) // spec.strides[0]

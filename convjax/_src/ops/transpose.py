@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -98,62 +98,70 @@ def _adjoint(operator: ConvOperator, kernel, x, precision):
     return vjp(halo.like(x, y))[0]
 
 
-def _sizes(
+def _reach(
     size: int, window: int, stride: int, dilation: int, padding: str | tuple[int, int]
-) -> dict[int, tuple[int, tuple[int, int]]]:
-    """Every result size ``n`` a transposed conv of a ``size`` input reaches, in increasing order,
-    with its output padding ``a = n + lo + hi − k̂ − s(size − 1)`` and its ``(lo, hi)``: the
-    ``n`` whose forward conv output covers ``size`` with ``0 <= a < max(stride, dilation)``."""
+) -> tuple[int, int, Callable[[int], int]]:
+    """The result sizes ``first … last`` a transposed conv of a ``size`` input reaches, and the
+    output padding ``a(n) = n + lo + hi − k̂ − s(size − 1)`` of each: the ``n >= 1`` whose
+    forward conv output covers ``size`` with ``0 <= a(n) < max(stride, dilation)``.  ``n + lo +
+    hi`` never decreases with ``n`` (the padding is fixed, or ``'SAME'``'s, which pads up to the
+    next stride), so the sizes are one range, found by bisection (no loop over the stride)."""
     span = shapes.effective_window(window, dilation)
     base = stride * (size - 1) + span
     limit = max(stride, dilation)
-    if isinstance(padding, str):
-        candidates = range(max(1, base - 2 * span - stride), base + limit)
-    else:
-        candidates = range(max(1, base - sum(padding)), base - sum(padding) + limit)
-    sizes = {}
-    for n in candidates:
+
+    def output_padding(n: int) -> int:
         pads = (
             shapes.string_padding(padding, n, window, stride, dilation)
             if isinstance(padding, str)
             else padding
         )
-        a = n + sum(pads) - base
-        if 0 <= a < limit:
-            sizes[n] = (a, pads)
-    return sizes
+        return n + sum(pads) - base
+
+    def first_at_least(a: int) -> int:
+        """The smallest ``n >= 1`` with ``output_padding(n) >= a``."""
+        low, high = 1, max(base + limit, 1)  # output_padding(high) >= limit > a
+        while low < high:
+            middle = (low + high) // 2
+            if output_padding(middle) >= a:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    return first_at_least(0), first_at_least(limit) - 1, output_padding
 
 
 def _result_size(dim, i, k, s, d, p, a, *, op, x_name, shape_name, output_shape) -> int:
     """The result size along spatial dim ``dim`` of a transposed conv of an ``i``-long input:
     ``output_shape[dim]`` if given (and reachable), ``s · i`` for ``'SAME'``, else the size whose
     output padding is ``a``."""
-    sizes = _sizes(i, k, s, d, p)
+    first, last, output_padding = _reach(i, k, s, d, p)
     described = (
         f"{x_name} spatial size {i} with window {k}, stride {s}, dilation {d} and padding {p!r}"
     )
-    if not sizes:
+    if first > last:
         raise ValueError(
             f"{op}: the result would be empty in spatial dim {dim}: {described} reaches no size "
             f">= 1."
         )
     if output_shape is not None:
         n = output_shape[dim]
-        if n not in sizes:
+        if not first <= n <= last:
             raise ValueError(
                 f"{op}: {shape_name} {output_shape} is out of reach in spatial dim {dim}: "
-                f"{described} reaches sizes {min(sizes)} to {max(sizes)}, got {n}."
+                f"{described} reaches sizes {first} to {last}, got {n}."
             )
         return n
     if p == "SAME":
         return s * i
-    matching = [n for n, (pad, _) in sizes.items() if pad == a]
-    if not matching:
+    n = first + a - output_padding(first)  # a fixed padding: a(n) grows by one per n
+    if not first <= n <= last or output_padding(n) != a:
         raise ValueError(
             f"{op}: the result would be empty in spatial dim {dim}: {described} and "
             f"output_padding {a} give a size < 1."
         )
-    return matching[0]
+    return n
 
 
 def transpose_options(
