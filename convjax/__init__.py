@@ -16,6 +16,12 @@ from convjax._src.formulations import (
 )
 from convjax._src.formulations.gather import AxisIndexMap, IndexMap
 from convjax._src.halo import AxisHalo, HaloMessage, HaloPlan, halo_plan
+from convjax._src.ops.arithmetic import (
+    conv_output_size,
+    conv_transpose_output_size,
+    effective_window,
+    output_padding_for,
+)
 from convjax._src.ops.choice import auto_choice
 from convjax._src.ops.conv import (
     conv,
@@ -45,12 +51,6 @@ from convjax._src.ops.separable import (
 )
 from convjax._src.ops.transpose import conv_transpose
 from convjax._src.ops.unfold import fold, unfold
-from convjax._src.shapes import (
-    conv_output_size,
-    conv_transpose_output_size,
-    effective_window,
-    output_padding_for,
-)
 from convjax._src.spec import ConvSpec
 
 __version__ = "0.1.0"

@@ -112,3 +112,68 @@ def test_same_padding_gives_ceil_size_over_stride(size, window, stride, dilation
 )
 def test_padding_forms(padding, expected):
     assert convjax.output_shape((8, 1), (3, 1, 1), padding=padding) == expected
+
+
+# -- the public arithmetic checks its arguments -----------------------------------------------
+
+BAD_ARITHMETIC = [
+    # (function, arguments, error, message): the message names the function, the argument, the
+    # rule and the value received
+    ("conv_output_size", (8, 3, 0), ValueError, r"^conv_output_size: stride must be >= 1, got 0"),
+    ("conv_output_size", (8, 3, -2, (1, 1)), ValueError, r"stride must be >= 1, got -2"),
+    ("conv_output_size", (8.0, 3), TypeError, r"^conv_output_size: size must be an int, got 8.0"),
+    ("conv_output_size", (True, 3), TypeError, r"size must be an int, got True"),
+    ("conv_output_size", (-1, 3), ValueError, r"size must be >= 0, got -1"),
+    ("conv_output_size", (8, 0), ValueError, r"window must be >= 1, got 0"),
+    ("conv_output_size", (8, 3, 1, (1, 1), 0), ValueError, r"dilation must be >= 1, got 0"),
+    ("conv_output_size", (8, 3, 1.5), TypeError, r"stride must be an int, got 1.5"),
+    ("conv_output_size", (8, 3, 1, (-1, 1)), ValueError, r"padding must be >= 0, got \(-1, 1\)"),
+    ("conv_output_size", (8, 3, 1, -1), ValueError, r"padding must be >= 0, got -1"),
+    ("conv_output_size", (8, 3, 1, (1, 1, 1)), ValueError, r"padding must be .*\(lo, hi\)"),
+    ("conv_output_size", (8, 3, 1, (1.0, 1)), TypeError, r"padding must be an int, got 1.0"),
+    ("conv_output_size", (8, 3, 1, "SAME"), TypeError, r"padding must be .*got 'SAME'"),
+    (
+        "conv_transpose_output_size",
+        (4, 3, 2, (1, 1), 1, 5),
+        ValueError,
+        r"^conv_transpose_output_size: output_padding must be smaller than the stride or the "
+        r"dilation, got output_padding 5 with stride 2 and dilation 1",
+    ),
+    ("conv_transpose_output_size", (4, 3, 2, (1, 1), 1, 2), ValueError, r"smaller than the"),
+    ("conv_transpose_output_size", (4, 3, 2, 0, 1, -1), ValueError, r"output_padding must be >= 0"),
+    ("conv_transpose_output_size", (4, 3, 0), ValueError, r"^conv_transpose_output_size: stride"),
+    ("conv_transpose_output_size", (4.0, 3), TypeError, r"size must be an int, got 4.0"),
+    ("output_padding_for", (8, 3, 0, (1, 1)), ValueError, r"^output_padding_for: stride must be"),
+    ("output_padding_for", (8, 3, 1, 1.0), TypeError, r"^output_padding_for: padding must be"),
+    ("effective_window", (3, 0), ValueError, r"^effective_window: dilation must be >= 1, got 0"),
+    ("effective_window", (-3, 1), ValueError, r"^effective_window: window must be >= 1, got -3"),
+    ("effective_window", (3.0, 1), TypeError, r"^effective_window: window must be an int"),
+]
+
+
+@pytest.mark.parametrize(
+    "name, args, error, match",
+    BAD_ARITHMETIC,
+    ids=[f"{name}{args!r}" for name, args, *_ in BAD_ARITHMETIC],
+)
+def test_public_arithmetic_refuses_bad_arguments(name, args, error, match):
+    with pytest.raises(error, match=match):
+        getattr(convjax, name)(*args)
+
+
+def test_public_arithmetic_takes_an_int_padding_as_symmetric_and_numpy_ints():
+    assert convjax.conv_output_size(8, 3, 1, 1) == convjax.conv_output_size(8, 3, 1, (1, 1)) == 8
+    assert convjax.conv_transpose_output_size(4, 3, 2, 1, 1, 1) == 8
+    assert convjax.output_padding_for(8, 3, 2, 1) == 1
+    result = convjax.conv_output_size(np.int64(8), np.int32(3), stride=np.int64(2))
+    assert result == 3 and type(result) is int
+    # empty inputs and windows that do not fit are sizes, not errors (the docstring's promise)
+    assert convjax.conv_output_size(0, 3) < 1
+    assert convjax.conv_output_size(2, 5, dilation=1) < 1
+
+
+def test_output_padding_may_reach_the_dilation_as_in_pytorch():
+    # PyTorch: output padding must be smaller than either stride or dilation
+    assert convjax.conv_transpose_output_size(4, 3, 1, (0, 0), 3, 2) == 4 - 1 + 2 + 7
+    with pytest.raises(ValueError, match=r"output_padding .* got output_padding 3"):
+        convjax.conv_transpose_output_size(4, 3, 1, (0, 0), 3, 3)
