@@ -149,3 +149,35 @@ def test_bench_refuses_bad_options_in_one_line_before_any_work(argv, match, caps
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert re.search(match, err) and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "-1", "0", "1e400", "fast"])
+def test_train_refuses_a_non_finite_or_non_positive_learning_rate(rate, monkeypatch, capsys):
+    def trained(**_):
+        raise AssertionError("train was called")
+
+    monkeypatch.setattr(cli.training, "train", trained)
+    with pytest.raises(SystemExit) as stopped:
+        sys.exit(cli.main(["train", f"--learning-rate={rate}"]))  # "-inf" reads as a flag
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "convjax train: argument --learning-rate: must be a finite number > 0, got "
+    ), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"learning_rate": float("nan")}, r"^train: learning_rate must be finite and >= 0"),
+        ({"learning_rate": -1.0}, r"^train: learning_rate must be finite and >= 0, got -1"),
+        ({"learning_rate": 0}, r"^train: learning_rate must be > 0, got 0"),
+        ({"noise": float("inf")}, r"^train: noise must be finite and >= 0, got inf"),
+        ({"noise": -0.1}, r"^train: noise must be finite and >= 0, got -0.1"),
+    ],
+)
+def test_train_function_refuses_non_finite_or_out_of_range_floats_before_any_work(options, match):
+    # what the command calls: library callers get the same refusal, before anything compiles
+    with pytest.raises(ValueError, match=match):
+        cli.training.train(steps=1, batch_size=1, size=8, width=2, quiet=True, **options)

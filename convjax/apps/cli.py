@@ -261,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--batch-size", type=int, default=16, help="images per step")
     train.add_argument("--size", type=int, default=32, help="image size (a multiple of 4)")
     train.add_argument("--width", type=int, default=16, help="the model's base channels")
-    train.add_argument("--learning-rate", type=float, default=3e-3, help="adam's peak rate")
+    train.add_argument(
+        "--learning-rate", type=_positive_float, default=3e-3, help="adam's peak rate"
+    )
     train.add_argument("--seed", type=int, default=0, help="seeds parameters and data")
     train.add_argument(
         "--out",
@@ -337,6 +339,18 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (``nan``, ``inf`` and overflowing ``1e400`` are
+    refused: adam would train to nan or overflow on them without a word)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from convjax._src.checks import check_real
 from convjax._src.modules import nnx as layers
 
 
@@ -258,6 +259,10 @@ def train(
         raise ValueError(
             f"train: size must be a positive multiple of 4 (two stride-2 levels), got {size}."
         )
+    # a nan, infinite or non-positive rate trains without complaint to nan or overflow
+    if check_real("train", "learning_rate", learning_rate) == 0:
+        raise ValueError("train: learning_rate must be > 0, got 0.")
+    check_real("train", "noise", noise)
     out = None if quiet else (sys.stdout if out is None else out)
     if out is not None:
         print(
