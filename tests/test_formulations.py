@@ -109,6 +109,35 @@ def test_half_precision_accumulates_wide(formulation):
     assert_close(wide, want, np.float32, fan_in(case) * scale)
 
 
+HALF_CASES = [CASES[2], TILING[0], TILING[1]]  # groups with strides; windows that tile
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("formulation", ["auto", *FORMULATIONS])
+@pytest.mark.parametrize("case", HALF_CASES, ids=case_id)
+def test_half_precision_gradients_keep_their_dtype(formulation, dtype, case):
+    """Both gradients of a float32 loss of a half-precision conv, and of its transposed conv,
+    come back in the operands' dtype, within that dtype's tolerance of the float64 reference."""
+    case = accepted(formulation, case)
+    x, kernel = operands(case, dtype)
+    ndim = len(case["kernel_shape"]) - 2
+    options = dict(case["options"], impl=formulation)
+    y = convjax.conv(x, kernel, **options)
+    size = case["x_shape"][-ndim - 1 : -1]
+
+    def loss(x, kernel, y):
+        forward = convjax.conv(x, kernel, **options).astype(jnp.float32)
+        back = convjax.conv_transpose(y, kernel, output_shape=size, **options)
+        return jnp.sum(forward**2) + jnp.sum(back.astype(jnp.float32) ** 2)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, kernel, y)
+    assert [g.dtype for g in grads] == [np.dtype(dtype)] * 3
+    wide = [np.asarray(a, np.float64) for a in (x, kernel, y)]
+    want = jax.grad(loss, argnums=(0, 1, 2))(*(jnp.asarray(a, jnp.float32) for a in wide))
+    for got, expected in zip(grads, want, strict=True):
+        assert_close(got, expected, dtype, fan_in(case) * 16)
+
+
 def test_fft_refuses_strides_clearly():
     x, kernel = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
     with pytest.raises(

@@ -362,6 +362,7 @@ class TapsBackend(AcceptsAll):
 
     def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
         geometry = geometry_of(spec, x.shape[1:-1], kernel.shape[: spec.ndim])
+        result = x.dtype if preferred_element_type is None else preferred_element_type
         dtype = accumulation_dtype(x.dtype, preferred_element_type)
         x, kernel = x.astype(dtype), kernel.astype(dtype)
         if spec.padding_mode == "zeros" and is_elementwise(kernel.shape[-2], spec.groups):
@@ -369,7 +370,7 @@ class TapsBackend(AcceptsAll):
             y = zero_padded_tap_sum(x, kernel, geometry, low, precision)
         else:
             y = tap_sum(pad(x, spec), kernel, geometry, precision)
-        return y.astype(x.dtype if preferred_element_type is None else preferred_element_type)
+        return y.astype(result)
 
     def input_gradient(self, g, kernel, spec, x_shape, *, precision=None):
         if not is_elementwise(kernel.shape[-2], spec.groups):
