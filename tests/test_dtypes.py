@@ -78,6 +78,26 @@ def test_integers_are_exact(formulation, dtype, result):
     np.testing.assert_array_equal(y, want)
 
 
+@pytest.mark.parametrize("formulation", [f for f in FORMULATIONS if f != "fft"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_integer_transposed_convolutions_are_exact(formulation, padding_mode, strides):
+    """conv_transpose of integers: integers back (not JAX's float0 cotangents), equal to the
+    integer reference, padding folded back by its mode."""
+    rng = np.random.default_rng(3)
+    k = rng.integers(-9, 9, (3, 2, 2, 6)).astype(np.int32)
+    options = dict(OPTIONS, strides=strides, padding_mode=padding_mode)
+    shape = convjax.output_shape((2, 7, 9, 4), k.shape, **options)
+    g = rng.integers(-9, 9, shape).astype(np.int32)
+    back = convjax.conv_transpose(
+        jnp.asarray(g), jnp.asarray(k), output_shape=(7, 9), impl=formulation, **options
+    )
+    ref = dict(REF, strides=(strides, strides), padding_mode=padding_mode)
+    want = reference.conv_transpose(g, k, (7, 9, 4), **ref)  # exact in float64
+    assert back.dtype == np.int32
+    np.testing.assert_array_equal(back, want.astype(np.int64))
+
+
 def test_the_fft_refuses_integers_and_auto_never_picks_it_for_them():
     x, k = jnp.ones((1, 64, 64, 32), jnp.int8), jnp.ones((15, 15, 32, 32), jnp.int8)
     with pytest.raises(

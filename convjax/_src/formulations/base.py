@@ -144,13 +144,55 @@ def input_gradient(
     ``preferred_element_type`` is the forward's."""
     rule = getattr(backend, "input_gradient", None)
     out = None if rule is None else rule(g, kernel, spec, x_shape, precision=precision)
-    if out is None:
+    if out is None and dtype_kind(g.dtype) == "int":  # JAX transposes no integer function
+        options = dict(precision=precision, preferred_element_type=preferred_element_type)
+        out = transposed_as_forward(backend, g, kernel, spec, x_shape, **options)
+    elif out is None:
         x = _example(g, x_shape, x_dtype)
         forward = lambda x: backend(  # noqa: E731
             x, kernel, spec, precision=precision, preferred_element_type=preferred_element_type
         )
         (out,) = jax.linear_transpose(forward, x)(g)
     return out
+
+
+def transposed_as_forward(
+    backend, g, kernel, spec, x_shape, *, precision=None, preferred_element_type=None
+):
+    """``Aᵀ g`` by ``backend``'s forward convolution, exact in any dtype: ``g`` spread by the
+    strides (zeros between) and padded by the dilated window less one, convolved at stride one
+    with the flipped kernel, its input and output channels exchanged, onto the padded input's
+    positions; then the padding's rows folded back onto the ones they copy (cropped, for zero
+    padding; added in, for the other modes)."""
+    ndim = spec.ndim
+    window = kernel.shape[:ndim]
+    sizes = x_shape[1:-1]
+    out = spec.output_spatial(sizes, window)
+    padded = [n + lo + hi for n, (lo, hi) in zip(sizes, spec.padding, strict=True)]
+    config = [(0, 0, 0)]
+    for k, d, o, s, n in zip(window, spec.dilation, out, spec.strides, padded, strict=True):
+        span = (k - 1) * d + 1
+        unread = n - ((o - 1) * s + span)  # trailing positions no window reaches
+        config.append((span - 1, span - 1 + unread, s - 1))
+    spread = jax.lax.pad(g, jnp.zeros((), g.dtype), [*config, (0, 0, 0)])
+    stride_one = ConvSpec((1,) * ndim, ((0, 0),) * ndim, spec.dilation, spec.groups, "zeros")
+    flipped = flipped_transposed_kernel(kernel, spec.groups)
+    onto = backend(
+        spread,
+        flipped,
+        stride_one,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    for axis, (n, (lo, hi)) in enumerate(zip(sizes, spec.padding, strict=True), start=1):
+        if spec.padding_mode == "zeros":
+            onto = jax.lax.slice_in_dim(onto, lo, lo + n, axis=axis)
+        elif lo or hi:  # each padded row adds into the row it copies
+            sources = np.pad(np.arange(n), (lo, hi), mode=PAD_MODES[spec.padding_mode])
+            moved = jnp.moveaxis(onto, axis, 0)
+            folded = jnp.zeros((n, *moved.shape[1:]), onto.dtype).at[sources].add(moved)
+            onto = jnp.moveaxis(folded, 0, axis)
+    return onto
 
 
 def kernel_gradient(

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from convjax._src import shapes
+from convjax._src.checks import dtype_kind
 from convjax._src.formulations import base
 from convjax._src.formulations.base import AcceptsAll
 
@@ -162,6 +163,8 @@ class LaxBackend(AcceptsAll):
             transposed = dataclasses.replace(spec, padding=padding)
             flipped = base.flipped_transposed_kernel(kernel, spec.groups)
             return self(g, flipped, transposed, precision=precision)
+        if dtype_kind(g.dtype) == "int":
+            return None  # base.transposed_as_forward
         forward = lambda x: _conv(x, kernel, spec, precision=precision)  # noqa: E731
         (out,) = jax.linear_transpose(forward, jnp.zeros_like(g, shape=x_shape))(g)
         return out

@@ -51,15 +51,42 @@ def apply(
     if math.prod(batch) == 0 or x.shape[-1] == 0 or kernel.shape[-1] == 0:
         return jnp.zeros((*batch, *out, kernel.shape[-1]), dtype)
     flat = x.reshape(math.prod(batch), *x.shape[-ndim - 1 :])
-    problem = primitive.Problem(
-        spec=spec,
-        backend=concrete(backend, spec, flat.shape, kernel.shape, x.dtype),
-        x_shape=tuple(flat.shape),
-        kernel_shape=tuple(kernel.shape),
-        x_dtype=np.dtype(x.dtype),
-        kernel_dtype=np.dtype(kernel.dtype),
-        y_dtype=dtype,
-        precision=precision,
-    )
+    problem = _problem(spec, backend, flat.shape, kernel, x.dtype, dtype, precision)
     y = primitive.bind(*primitive.align_varying(flat, kernel), problem, "forward")
     return y.reshape(*batch, *y.shape[1:])
+
+
+def apply_transpose(
+    g: jax.Array,
+    kernel: jax.Array,
+    spec: ConvSpec,
+    backend: Backend,
+    input_shape: tuple[int, ...],
+    *,
+    precision: PrecisionLike = None,
+) -> jax.Array:
+    """``Aᵀ g`` for :func:`apply`'s convolution ``A`` of an ``input_shape`` input, by the
+    primitive's input role directly, for integer operands (``jax.vjp`` gives an integer function
+    ``float0`` cotangents); ``g`` is ``A``'s whole output."""
+    ndim = spec.ndim
+    g, kernel = halo.replicated(g), halo.replicated(kernel)
+    batch = input_shape[: len(input_shape) - ndim - 1]
+    if math.prod(batch) == 0 or input_shape[-1] == 0 or kernel.shape[-1] == 0:
+        return jnp.zeros(input_shape, g.dtype)
+    flat_shape = (math.prod(batch), *input_shape[-ndim - 1 :])
+    problem = _problem(spec, backend, flat_shape, kernel, g.dtype, np.dtype(g.dtype), precision)
+    flat = g.reshape(math.prod(batch), *g.shape[-ndim - 1 :])
+    return primitive.bind(flat, kernel, problem, "input").reshape(input_shape)
+
+
+def _problem(spec, backend, flat_shape, kernel, x_dtype, y_dtype, precision) -> primitive.Problem:
+    return primitive.Problem(
+        spec=spec,
+        backend=concrete(backend, spec, flat_shape, kernel.shape, x_dtype),
+        x_shape=tuple(flat_shape),
+        kernel_shape=tuple(kernel.shape),
+        x_dtype=np.dtype(x_dtype),
+        kernel_dtype=np.dtype(kernel.dtype),
+        y_dtype=np.dtype(y_dtype),
+        precision=precision,
+    )

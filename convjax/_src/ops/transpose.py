@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from convjax._src import formulations, halo, shapes
 from convjax._src.checks import (
@@ -31,11 +32,12 @@ from convjax._src.checks import (
     check_dtypes,
     check_precision,
     check_preferred_element_type,
+    dtype_kind,
     op_name,
     per_dim,
 )
 from convjax._src.formulations import AutoBackend, AutotuneBackend, Backend, Impl
-from convjax._src.ops.apply import apply
+from convjax._src.ops.apply import apply, apply_transpose
 from convjax._src.ops.layout import accepts_data_format, kernel_ndim
 from convjax._src.spec import (
     ConvOptions,
@@ -93,6 +95,15 @@ def _adjoint(operator: ConvOperator, kernel, x, precision):
     ``input`` role, on the formulation's own transpose.  Jitted so that the forward pass at zeros
     that ``jax.vjp`` traces is compiled away (and each operator compiles once when called
     eagerly)."""
+    if dtype_kind(x.dtype) == "int":  # jax.vjp of an integer function is float0
+        ndim = operator.spec.ndim
+        window = kernel.shape[:ndim]
+        whole = operator.spec.output_spatial(operator.input_spatial, window)
+        cut = [(0, 0)] * (x.ndim - ndim - 1)
+        cut += [(0, n - o) for n, o in zip(whole, operator.output_spatial, strict=True)]
+        g = jnp.pad(x, [*cut, (0, 0)])  # the outputs forward drops read as zeros
+        spec, backend = operator.spec, operator.backend
+        return apply_transpose(g, kernel, spec, backend, operator.input_shape, precision=precision)
     forward = functools.partial(operator.forward, kernel=kernel, precision=precision)
     y, vjp = jax.vjp(forward, halo.zeros(operator.input_shape, x.dtype, like=x))
     return vjp(halo.like(x, y))[0]
