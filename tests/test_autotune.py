@@ -109,3 +109,19 @@ def test_a_transposed_conv_is_tuned_as_one():
     back = convjax.conv_transpose(y, jnp.ones((3, 3, 2, 8)), strides=2, impl="autotune")
     assert back.shape == (2, 9, 9, 2)
     assert "transposed x (2, 9, 9, 2) kernel (3, 3, 2, 8)" in convjax.autotune.summary()
+
+
+def test_integer_convolutions_are_timed_without_gradients(cache):
+    """Integers have no gradients: autotune times the convolution (or the transposed one) alone,
+    and the result is exact, as every formulation's."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.integers(-9, 9, (1, 6, 6, 2)), jnp.int8)
+    k = jnp.asarray(rng.integers(-9, 9, (3, 3, 2, 3)), jnp.int8)
+    wide = dict(preferred_element_type=jnp.int32, padding=1)
+    y = convjax.conv(x, k, impl="autotune", **wide)
+    np.testing.assert_array_equal(y, convjax.conv(x, k, impl="lax", **wide))
+    back = convjax.conv_transpose(y.astype(jnp.int8), k, impl="autotune", **wide)
+    np.testing.assert_array_equal(back, convjax.conv_transpose(y.astype(jnp.int8), k, **wide))
+    assert back.dtype == jnp.int32
+    with convjax.autotune.enable():
+        assert convjax.conv(x, k, padding=1).dtype == jnp.int8

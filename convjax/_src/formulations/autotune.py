@@ -244,11 +244,16 @@ def _time(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> dic
 def _step(backend: Backend, spec: ConvSpec, x_shape, transposed: bool):
     """One layer's training step on ``backend``, jitted: the convolution (``A x``, or for a
     transposed conv ``Aᵀ x``), then, with the cotangent ``2 y`` of ``Σ y²``, the gradients the
-    convolution primitive computes for its input and kernel."""
+    convolution primitive computes for its input and kernel.  Integer convolutions, which have
+    no gradients, time the convolution alone."""
     kernel_gradient = functools.partial(base.kernel_gradient, backend, spec=spec)
 
     @jax.jit
     def step(data, kernel):
+        if dtype_kind(data.dtype) == "int":
+            if transposed:
+                return base.input_gradient(backend, data, kernel, spec, x_shape, data.dtype)
+            return backend(data, kernel, spec)
         if transposed:
             y = base.input_gradient(backend, data, kernel, spec, x_shape, data.dtype)
             g = 2 * y
