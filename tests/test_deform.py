@@ -1,8 +1,9 @@
 """Deformable convolution against an independent float64 NumPy reference: a plain loop over
 outputs, taps, offset groups and interpolation corners, sharing no code with convjax.  Values and
 the adjoints in ``x`` and the kernel against the reference, the offsets' and mask's derivatives
-against finite differences, zero offsets against ``convjax.conv``, blocks, empty batches,
-non-finite values, errors, ``data_format``, the layer's function, and the picture."""
+against finite differences, ``jax.linear_transpose`` in ``x`` as the adjoint, zero offsets against
+``convjax.conv``, blocks, empty batches, non-finite values and offsets, errors, ``data_format``,
+the layer's function, and the picture."""
 
 import functools
 import itertools
@@ -375,6 +376,37 @@ def test_vmap_and_second_order():
     assert np.isfinite(hvp).all() and np.abs(hvp).sum() > 0
 
 
+@pytest.mark.parametrize(
+    "name, budget",
+    [
+        ("2-d, groups and offset groups", 2**29),
+        ("2-d, groups and offset groups", 1),
+        ("3-d", 2**29),
+    ],
+    ids=["one block", "a block per output", "3-d"],
+)
+def test_the_linear_transpose_in_x_is_the_adjoint(name, budget):
+    """For fixed offsets, mask and kernel, ``A: x ↦ deform_conv(x, …)`` is linear, and
+    ``jax.linear_transpose`` of it is its adjoint: ``⟨A x, y⟩ = ⟨x, Aᵀ y⟩`` for random ``x`` and
+    ``y`` (float64, fractional offsets, a mask, groups and offset groups), the same ``Aᵀ y`` as
+    ``jax.vjp``'s x-cotangent and the reference's, with and without jit."""
+    case = CASES[name]
+    x, kernel, offsets, mask, y = arrays(case, seed=3)
+    f = functools.partial(
+        deform_conv, kernel=kernel, offsets=offsets, mask=mask, memory_budget=budget
+    )
+    forward = lambda x: f(x, **case["options"])  # noqa: E731
+    (adjoint,) = jax.linear_transpose(forward, x)(y)
+    (jitted,) = jax.jit(lambda y: jax.linear_transpose(forward, x)(y))(y)
+    _, vjp = jax.vjp(forward, x)
+    lhs, rhs = np.sum(np.asarray(forward(x)) * y), np.sum(x * np.asarray(adjoint))
+    assert abs(lhs - rhs) <= 1e-12 * (1 + abs(lhs)), (lhs, rhs)
+    np.testing.assert_allclose(adjoint, vjp(y)[0], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(jitted, adjoint, rtol=1e-12, atol=1e-13)
+    expected = reference_x_adjoint(y, x.shape, kernel, offsets, mask, **ref_options(case))
+    close(adjoint, expected, np.float64, case)
+
+
 # -- empty arrays, non-finite values --------------------------------------------------------------
 
 
@@ -430,26 +462,75 @@ def test_a_non_finite_input_reaches_exactly_the_outputs_that_read_it():
 
 
 def test_non_finite_offsets_and_zero_weight_reads():
-    """A non-finite offset makes its output NaN and no other.  Outputs 1 and 2 of the second
-    call sample position 1 exactly: weight 1 on x[1], 0 on x[2] = NaN, which reaches neither
-    the value nor the gradients."""
+    """A NaN offset makes its output NaN and no other; an infinite one puts its sample outside
+    the input, where it reads zero, with zero gradients (here: the 9-tap sum of ones loses one
+    tap).  Outputs 1 and 2 of the last call sample position 1 exactly: weight 1 on x[1], 0 on
+    x[2] = NaN, which reaches neither the value nor the gradients."""
 
     @jax.jit
     def f(x, kernel, offsets):
         y = lambda x, o: deform_conv(x, kernel, o)  # noqa: E731
         return y(x, offsets), jax.grad(lambda x, o: jnp.sum(y(x, o)), argnums=(0, 1))(x, offsets)
 
+    x, kernel = jnp.ones((5, 5, 2)), jnp.ones((3, 3, 2, 2))
     for value in (np.nan, np.inf, -np.inf):
         offsets = jnp.zeros((3, 3, 18)).at[1, 2, 5].set(value)
-        y = f(jnp.ones((5, 5, 2)), jnp.ones((3, 3, 2, 2)), offsets)[0]
-        expected = np.zeros((3, 3, 2), bool)
-        expected[1, 2] = True
-        np.testing.assert_array_equal(np.isnan(y), expected)
+        y, (gx, go) = f(x, kernel, offsets)
+        expected = np.full((3, 3, 2), 18.0)
+        if np.isnan(value):
+            expected[1, 2] = np.nan
+            np.testing.assert_array_equal(y, expected)
+            continue
+        expected[1, 2] = 16.0  # tap 2 of output (1, 2) reads zero
+        np.testing.assert_array_equal(y, expected)
+        np.testing.assert_array_equal(go[1, 2, 4:6], [0.0, 0.0])  # both axes of that tap
+        assert np.isfinite(go).all() and np.isfinite(gx).all()
+        np.testing.assert_array_equal(gx, f(x, kernel, offsets.at[1, 2, 5].set(1e30))[1][0])
     x = jnp.asarray([1.0, 2.0, np.nan]).reshape(3, 1)
     y, (gx, go) = f(x, jnp.ones((1, 1, 1)), jnp.asarray([0.0, 0.0, -1.0]).reshape(3, 1))
     np.testing.assert_array_equal(y[:, 0], [1.0, 2.0, 2.0])
     np.testing.assert_array_equal(gx[:, 0], [1.0, 2.0, 0.0])
     np.testing.assert_array_equal(go[:, 0], [1.0, -2.0, -2.0])  # x[2] read as zero
+
+
+def test_infinite_offsets_sample_outside_the_input_and_nan_ones_reach_their_outputs():
+    """±inf offsets (on one axis of a tap, on both, on two taps of one output) are samples far
+    outside the input, as torchvision reads them: the value and every derivative (vjp in every
+    operand, jvp in the offsets and mask) are those with ±1e30 in their place, all finite, the
+    value the reference's, and the infinite offsets' and their taps' mask gradients zero.  A NaN
+    offset, alone or beside an infinite one, makes NaN reach exactly its output."""
+    name = "2-d, groups and offset groups"
+    case = CASES[name]
+    run = program(name)
+    x, kernel, offsets, mask, g = arrays(case, seed=4)
+    tangents = tuple(np.random.default_rng(5).uniform(-1, 1, a.shape) for a in (offsets, mask))
+    # offsets [2, 3, 7, 2 groups · 6 taps · 2 axes]: channel q·12 + t·2 + a; mask q·6 + t.
+    planted = offsets.copy()
+    planted[0, 1, 2, 0] = np.inf  # group 0, tap 0, Δy
+    planted[1, 2, 5, 7] = -np.inf  # group 0, tap 3, Δx
+    planted[0, 0, 0, 12:14] = [np.inf, -np.inf]  # group 1, tap 0, both axes
+    planted[1, 0, 3, [17, 19]] = [np.inf, -np.inf]  # group 1, taps 2 and 3 of one output
+    infinite = np.isinf(planted)
+    far = np.where(infinite, np.copysign(1e30, planted), planted)
+    y, (gx, gk, go, gm), jvp = run(x, kernel, planted, mask, g, tangents)
+    expected = run(x, kernel, far, mask, g, tangents)
+    for actual, wanted in zip(jax.tree.leaves((y, gx, gk, go, gm, jvp)), jax.tree.leaves(expected)):
+        assert np.isfinite(actual).all()
+        np.testing.assert_allclose(actual, wanted, rtol=1e-13, atol=1e-13)
+    close(y, reference(x, kernel, far, mask, **ref_options(case)), np.float64, case)
+    assert np.all(go[infinite] == 0) and np.all(go[0, 0, 0, 12:14] == 0)
+    for b, i, j, t in [(0, 1, 2, 0), (1, 2, 5, 3), (0, 0, 0, 6), (1, 0, 3, 8), (1, 0, 3, 9)]:
+        assert gm[b, i, j, t] == 0 and np.all(go[b, i, j, 2 * t : 2 * t + 2] == 0)
+    # NaN: alone, and beside an infinite offset on the other axis of its tap.  Offset group q
+    # samples input channels 2q, 2q + 1, which weight group q alone reads: outputs 3q to 3q + 2.
+    for where_ in [(0, 2, 4, 3), (1, 1, 1, 20), (1, 0, 3, 18)]:
+        nan = planted.copy()
+        nan[where_] = np.nan
+        y = run(x, kernel, nan, mask, g, tangents)[0]
+        expected = np.zeros(y.shape, bool)
+        q = where_[3] // 12
+        expected[(*where_[:3], slice(3 * q, 3 * q + 3))] = True
+        np.testing.assert_array_equal(np.isnan(y), expected)
 
 
 # -- layouts, errors ------------------------------------------------------------------------------

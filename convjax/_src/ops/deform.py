@@ -16,13 +16,17 @@ Computation: the corner indices and weights of one block of outputs are computed
 offsets, the corner values gathered once (``[b, *o, K, G, 2^N, C / G]``), summed with their
 weights, and the ``[b, *o, *window, C_in]`` patches contracted with the kernel in one
 ``einsum``.  Gradients are JAX's through that gather (a scatter-add for ``x``), the weights (for
-the offsets and the mask) and the contraction (for the kernel).  The output is computed in
+the offsets and the mask) and the contraction (for the kernel); the weighted sum over the corners
+has its own JVP only so that a corner of weight zero is read in the derivative in the offsets
+(the one-sided derivative on a grid line) while staying linear in ``x`` (a ``where`` on the
+weights alone, so that ``jax.linear_transpose`` in ``x`` applies).  The output is computed in
 blocks over the batch and the output positions under a memory budget, each block in a
 ``lax.map`` and rematerialised for the backward pass, as the gather formulation does.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from convjax._src import halo
 from convjax._src.checks import (
@@ -106,13 +111,19 @@ def deform_conv(
     what JAX's derivative of the ``floor``-based interpolation gives, and torchvision's
     ``deform_conv2d`` gives the same (at the input's edges too: ``x[0]`` at ``p = −1``).
     Gradients with respect to ``x``, ``offsets``, ``mask`` and ``kernel`` are exact elsewhere,
-    and every transformation (jit, vmap, grad, jvp, higher orders) applies.
+    and every transformation (jit, vmap, grad, jvp, higher orders, and ``jax.linear_transpose``
+    in ``x``, ``mask`` or ``kernel``, in each of which the convolution is linear) applies.
 
     Non-finite values.  A NaN or inf in ``x`` reaches exactly the outputs with a sample whose
     interpolation weight on that cell is nonzero (a corner of weight zero is not read, whatever
-    its value: zero offsets read exactly the cells :func:`convjax.conv` reads); a non-finite
-    offset makes its output NaN; a non-finite mask value or weight reaches its output as in a
-    product.
+    its value: zero offsets read exactly the cells :func:`convjax.conv` reads).  An offset of
+    ``±inf`` puts its sample infinitely far outside the input, where it reads zero, as a finite
+    ``1e30`` does and as torchvision reads a sample outside the input: it adds nothing to its
+    output, and the derivatives in that sample's offsets, its mask value and the cells it would
+    read are zero.  A NaN offset makes NaN reach exactly the outputs that read its sample: at its
+    output position, the output channels whose kernel reads its offset group's input channels
+    (every one with ``groups=1``), beside an infinite offset on another axis too.  A non-finite
+    mask value or weight reaches its output as in a product.
 
     Sharding.  How far a sample reaches is known only from the offsets' values, so no halo of a
     fixed width serves (convjax's halo exchange sizes its messages from the index map alone): an
@@ -545,9 +556,11 @@ def _sample(x, offsets, mask, positions, spatial, groups, coords):
         first = jnp.clip(jnp.where(jnp.isnan(low), -2, low), -2, size).astype(index_type)
         index = jnp.stack([first, first + 1], axis=-1)  # [b, *o, K, G, 2]: the two corners
         inside = (index >= 0) & (index < size)
+        # An infinite offset samples far outside, where both corners read zero (``frac`` is
+        # NaN there, but ``where`` selects the zero, in the value and in every derivative).
         factor = jnp.where(inside, jnp.stack([1 - frac, frac], axis=-1), 0)
-        # A non-finite offset samples nowhere: its weights, and so its output, are NaN.
-        factor = jnp.where(jnp.isfinite(p)[..., None], factor, jnp.nan)
+        # A NaN offset samples nowhere: its weights, and so its output, are NaN.
+        factor = jnp.where(jnp.isnan(p)[..., None], jnp.nan, factor)
         index = jnp.clip(index, 0, size - 1) * math.prod(spatial[a + 1 :])
         if a == 0:
             flat, weight = index, factor
@@ -563,13 +576,42 @@ def _sample(x, offsets, mask, positions, spatial, groups, coords):
     values = (
         x.reshape(-1, groups, c_in // groups).at[flat, channels].get(mode="promise_in_bounds")
     )  # [b, *o, K, G, 2^N, C / G]
-    # A corner of weight zero is not read: a NaN or inf there must not reach the output (0·inf).
-    # Finite values are kept so that the derivative in the offsets on a grid line (weight zero
-    # on one side) is the one-sided derivative.
-    read = jnp.isfinite(values) | (weight != 0)[..., None]
-    values = jnp.where(read, values, jnp.zeros((), values.dtype)).astype(coords)
+    read = weight != 0  # a corner of interpolation weight zero is not read (mask or not)
     if mask is not None:
         mask = jnp.swapaxes(mask.reshape(b, *out, groups, taps), -2, -1).astype(coords)
         weight = weight * mask[..., None]
-    samples = jnp.sum(values * weight[..., None], axis=-2)  # [b, *o, K, G, C / G]
+    samples = _interpolate(weight, read, values.astype(coords))  # [b, *o, K, G, C / G]
     return samples.astype(x.dtype).reshape(b, *out, taps, c_in)
+
+
+@jax.custom_jvp
+def _interpolate(weight, read, values):
+    """``Σ_z weight[..., z] · values[..., z, :]`` over the corners ``z`` (axis ``-2`` of
+    ``values``), a corner with ``read`` false contributing zero whatever its value: a NaN or inf
+    there must not reach the output (``0 · inf``).  Linear in ``values`` through ``where`` on
+    ``read`` alone (which the offsets decide), so that ``jax.linear_transpose`` in ``x`` applies.
+
+    Its derivative in ``weight`` reads the unread corners' finite values: on a grid line (weight
+    zero on one side) the derivative in the offsets is the one-sided one, ``x[⌊p⌋ + 1] − x[⌊p⌋]``,
+    a non-finite value there read as zero."""
+    kept = jnp.where(read[..., None], values, jnp.zeros((), values.dtype))
+    return jnp.sum(kept * weight[..., None], axis=-2)
+
+
+@functools.partial(_interpolate.defjvp, symbolic_zeros=True)
+def _interpolate_jvp(primals, tangents):
+    """``Σ_z dweight_z · finite_z + Σ_z weight_z · read_z · dvalues_z``, where ``finite`` is
+    ``values`` with the unread corners' non-finite values read as zero."""
+    weight, read, values = primals
+    d_weight, _, d_values = tangents
+    samples = _interpolate(weight, read, values)
+    terms = []
+    if type(d_weight) is not SymbolicZero:
+        finite = read[..., None] | jnp.isfinite(values)
+        finite = jnp.where(finite, values, jnp.zeros((), values.dtype))
+        terms.append(jnp.sum(finite * d_weight[..., None], axis=-2))
+    if type(d_values) is not SymbolicZero:
+        terms.append(_interpolate(weight, read, d_values))
+    if not terms:
+        return samples, jnp.zeros_like(samples)
+    return samples, terms[0] if len(terms) == 1 else terms[0] + terms[1]
