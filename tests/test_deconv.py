@@ -27,17 +27,41 @@ def blur_kernel(ndim, c_in_per_group, c_out, seed=0):
     return spatial[..., None, None] * mixing
 
 
+TWIST = np.array([0.1j, 0.0, -0.1j])  # adds −0.2 sin ω: BLUR + TWIST's spectrum is >= 0.15
+
+
+def complex_kernel(ndim, c_in_per_group, c_out, seed=0):
+    """``blur_kernel`` with a complex blur and a complex channel mixing: a transfer function
+    without the symmetry ``H(−ω) = conj H(ω)`` of real kernels, still invertible everywhere."""
+    rng = np.random.default_rng(seed)
+    spatial = functools.reduce(np.multiply.outer, [BLUR + TWIST] * ndim)
+    mixing = np.arange(c_out)[None, :] % c_in_per_group == np.arange(c_in_per_group)[:, None]
+    size = (c_in_per_group, c_out)
+    mixing = mixing + 0.2 * rng.normal(size=size) + 0.2j * rng.normal(size=size)
+    return spatial[..., None, None] * mixing
+
+
 def signal(shape, seed=1):
     return np.random.default_rng(seed).normal(size=shape)
 
 
 def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = np.asarray(a), np.asarray(b)
+    dtype = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64
+    a, b = a.astype(dtype), b.astype(dtype)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def complex_signal(shape, seed=1):
+    return signal(shape, seed) + 1j * signal(shape, seed + 100)
+
+
 def dense(x_shape, kernel, **ref):
-    """The forward conv of one batch element as a float64 [outputs, inputs] matrix."""
+    """The forward conv of one batch element as a float64 (complex128 for a complex kernel)
+    [outputs, inputs] matrix: the conv is linear in the kernel, so a complex kernel's is that
+    of its real part plus i times that of its imaginary part."""
+    if np.iscomplexobj(kernel):
+        return dense(x_shape, kernel.real, **ref) + 1j * dense(x_shape, kernel.imag, **ref)
     m = math.prod(x_shape)
     columns = reference.conv(np.eye(m).reshape(m, *x_shape), kernel, **ref)
     return columns.reshape(m, -1).T
@@ -116,15 +140,16 @@ def test_lsq_inverts_every_padding_mode(model, impl, dtype):
 
 
 def tikhonov(matrix, y, lam):
-    """argmin_x ‖M x − y‖² + λ ‖x‖², dense float64 (the minimum-norm one for λ = 0)."""
+    """argmin_x ‖M x − y‖² + λ ‖x‖², dense float64 or complex128 (minimum-norm for λ = 0)."""
     if lam == 0:
         return np.linalg.pinv(matrix) @ y
-    return np.linalg.solve(matrix.T @ matrix + lam * np.eye(matrix.shape[1]), matrix.T @ y)
+    adjoint = matrix.conj().T
+    return np.linalg.solve(adjoint @ matrix + lam * np.eye(matrix.shape[1]), adjoint @ y)
 
 
 def objective(matrix, x, y, lam):
     misfit = matrix @ np.ravel(x) - np.ravel(y)
-    return float(misfit @ misfit + lam * np.ravel(x) @ np.ravel(x))
+    return float(np.vdot(misfit, misfit).real + lam * np.vdot(x, x).real)
 
 
 NOISY = dict(x_shape=(7, 6, 2), kernel=blur_kernel(2, 2, 2), noise=0.05)
@@ -337,6 +362,104 @@ def test_lsq_on_a_strided_conv_is_the_minimum_norm_solution(x_shape, kernel_shap
     np.testing.assert_allclose(np.ravel(damped), want, atol=1e-9)
 
 
+# -- complex and integer dtypes -------------------------------------------------------------------
+
+COMPLEX = [
+    pytest.param(*channels, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{name}")
+    for i, channels in enumerate(CHANNELS[:3])
+    for model in MODELS
+    for dtype, name in ((np.complex128, "complex128"), (np.complex64, "complex64"))
+    if dtype == np.complex128 or model is MODELS[0]
+]
+
+
+@pytest.mark.parametrize("ndim, x_shape, c, c_out, groups, model, dtype", COMPLEX)
+def test_wiener_inverts_complex_convolutions(ndim, x_shape, c, c_out, groups, model, dtype):
+    x = jnp.asarray(complex_signal(x_shape), dtype)
+    kernel = jnp.asarray(complex_kernel(ndim, c, c_out), dtype)
+
+    @jax.jit
+    def run(x, kernel):
+        y = convjax.conv(x, kernel, groups=groups, **model)
+        return convjax.deconvolve(y, kernel, groups=groups, return_info=True, **model)
+
+    x_hat, info = run(x, kernel)
+    assert x_hat.shape == x.shape and x_hat.dtype == x.dtype
+    assert rel_err(x_hat, x) < (1e-4 if dtype == np.complex128 else 1e-3)
+    assert info.residual.dtype == np.finfo(dtype).dtype  # a real norm
+    assert float(info.residual.max()) < (1e-8 if dtype == np.complex128 else 1e-4)
+
+
+@pytest.mark.parametrize("kernel_kind", ["complex", "real"])
+@pytest.mark.parametrize(
+    "impl, dtype",
+    [("lax", np.complex128), ("gather", np.complex128), ("lax", np.complex64)],
+    ids=["lax-complex128", "gather-complex128", "lax-complex64"],
+)
+def test_lsq_inverts_complex_convolutions(impl, dtype, kernel_kind):
+    """Conjugate gradients on ``(AᴴA + λI) x = Aᴴ y``: the conjugate transpose, conjugated inner
+    products, for complex kernels and for real kernels cast to complex alike."""
+    x = jnp.asarray(complex_signal((2, 9, 8, 2)), dtype)
+    kernel = complex_kernel(2, 2, 2) if kernel_kind == "complex" else blur_kernel(2, 2, 2)
+    kernel = jnp.asarray(kernel, dtype)
+    y = convjax.conv(x, kernel, padding="FULL")
+    tol = 1e-10 if dtype == np.complex128 else 1e-6
+    solve = functools.partial(
+        convjax.deconvolve, padding="FULL", method="lsq", tol=tol, impl=impl, return_info=True
+    )
+    x_hat, info = jax.jit(solve)(y, kernel)
+    assert x_hat.shape == x.shape and x_hat.dtype == x.dtype
+    assert rel_err(x_hat, x) < (1e-4 if dtype == np.complex128 else 1e-3)
+    assert info.residual.dtype == np.finfo(dtype).dtype and info.residual.shape == (2,)
+    assert float(info.residual.max()) < (1e-8 if dtype == np.complex128 else 1e-4)
+    assert 1 < int(info.iterations) < 500
+
+
+@pytest.mark.parametrize("regularization", [0.0, 0.05])
+@pytest.mark.parametrize("padding_mode", ["circular", "zeros"])
+def test_complex_lsq_is_the_tikhonov_minimiser_for_noisy_data(padding_mode, regularization):
+    """Against the dense complex128 ``(AᴴA + λI)⁻¹ Aᴴ y``; with circular padding Wiener is the
+    same minimiser."""
+    x_shape, kernel = NOISY["x_shape"], complex_kernel(2, 2, 2)
+    ref = dict(strides=(1, 1), padding=[(1, 1), (1, 1)], dilation=(1, 1))
+    matrix = dense(x_shape, kernel, padding_mode=padding_mode, **ref)
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=matrix.shape[0]) + 1j * rng.normal(size=matrix.shape[0])
+    y = matrix @ complex_signal(x_shape).ravel() + NOISY["noise"] * noise
+    y = jnp.asarray(y.reshape(*x_shape[:-1], 2))
+    want = tikhonov(matrix, np.ravel(y), regularization)
+    options = dict(padding="SAME", padding_mode=padding_mode, regularization=regularization)
+    lsq = convjax.deconvolve(
+        y, jnp.asarray(kernel), method="lsq", tol=1e-13, max_iters=2000, **options
+    )
+    np.testing.assert_allclose(np.ravel(lsq), want, atol=1e-8)
+    if padding_mode == "circular":
+        wiener = convjax.deconvolve(y, jnp.asarray(kernel), **options)
+        np.testing.assert_allclose(np.ravel(wiener), want, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["wiener", "lsq"])
+@pytest.mark.parametrize(
+    "dtype, result", [("int16", "float32"), ("int32", "float32"), ("int64", "float64")]
+)
+def test_integers_are_deconvolved_in_floating_point(dtype, result, method):
+    """As ``jnp.linalg.solve`` does: integers of up to 32 bits in float32, int64 in float64."""
+    x = np.random.default_rng(6).integers(-9, 10, (2, 8, 7, 2))
+    spatial = np.multiply.outer([1, 3, 1], [1, 3, 1])  # spectrum (3 + 2 cos ω)² >= 1
+    kernel = spatial[..., None, None] * np.array([[2, 1], [0, 1]])  # invertible mixing
+    options = dict(padding="SAME", padding_mode="circular", method=method)
+    ref = dict(strides=(1, 1), padding=[(1, 1), (1, 1)], dilation=(1, 1))
+    y = np.rint(reference.conv(x, kernel, padding_mode="circular", **ref)).astype(dtype)
+    x_hat, info = convjax.deconvolve(
+        jnp.asarray(y), jnp.asarray(kernel, dtype), return_info=True, **options
+    )
+    assert x_hat.dtype == info.residual.dtype == np.dtype(result)
+    np.testing.assert_allclose(x_hat, x, atol=1e-3)
+    assert float(info.residual.max()) < 1e-5
+    as_float = convjax.deconvolve(jnp.asarray(y, result), jnp.asarray(kernel, result), **options)
+    np.testing.assert_array_equal(x_hat, as_float)
+
+
 # -- jit, vmap, grad, info ------------------------------------------------------------------------
 
 
@@ -359,10 +482,13 @@ def test_jit_and_vmap(method):
     np.testing.assert_allclose(g(y, 0.01), f(y, kernel, tol=1e-6), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128], ids=["float64", "complex128"])
 @pytest.mark.parametrize("method", ["wiener", "lsq"])
-def test_gradients(method):
-    x = jnp.asarray(signal((6, 5, 2)))
-    kernel = jnp.asarray(blur_kernel(2, 2, 2))
+def test_gradients(method, dtype):
+    if dtype == np.complex128:  # reverse mode solves with (AᴴA + λI)ᵀ, which is not AᴴA + λI
+        x, kernel = jnp.asarray(complex_signal((6, 5, 2))), jnp.asarray(complex_kernel(2, 2, 2))
+    else:
+        x, kernel = jnp.asarray(signal((6, 5, 2))), jnp.asarray(blur_kernel(2, 2, 2))
     options = dict(padding="SAME", padding_mode="circular")
     y = convjax.conv(x, kernel, **options)
 
@@ -373,6 +499,27 @@ def test_gradients(method):
         )
 
     check_grads(f, (y, kernel, 0.1), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+def test_lsq_derivatives_are_those_of_the_exact_solution():
+    """Implicit differentiation of the normal equations: forward and reverse mode agree with
+    each other once the solver has converged.  Capped short of convergence they are two
+    different approximations of that derivative; ``info`` says when that happened."""
+    x = jnp.asarray(signal((9, 8, 1)))
+    kernel = jnp.asarray(blur_kernel(2, 1, 1))
+    options = dict(padding="SAME", padding_mode="reflect", method="lsq")
+    y = convjax.conv(x, kernel, padding="SAME", padding_mode="reflect")
+
+    def jacobians(**solver):
+        f = lambda kernel: convjax.deconvolve(y, kernel, **options, **solver)  # noqa: E731
+        _, info = convjax.deconvolve(y, kernel, return_info=True, **options, **solver)
+        return jax.jacfwd(f)(kernel), jax.jacrev(f)(kernel), info
+
+    forward, reverse, info = jacobians(tol=1e-13, max_iters=1000)
+    assert int(info.iterations) < 1000 and float(info.residual) < 1e-10
+    np.testing.assert_allclose(forward, reverse, atol=1e-8)
+    _, _, capped = jacobians(max_iters=2)
+    assert int(capped.iterations) == 2 and float(capped.residual) > 1e-3
 
 
 def test_info_reports_iterations_and_residual():

@@ -6,9 +6,10 @@ problem is the Tikhonov-regularised least squares
 
     x̂ = argmin_x ‖A x − y‖² + λ ‖x‖²
 
-- ``"lsq"``: conjugate gradients on the normal equations ``(AᵀA + λI) x = Aᵀ y``, using
-  :func:`~convjax.conv` and :func:`~convjax.conv_transpose`: this problem, for any convolution
-  convjax expresses and any ``y``, to the tolerance asked for.
+- ``"lsq"``: conjugate gradients on the normal equations ``(AᴴA + λI) x = Aᴴ y``, using
+  :func:`~convjax.conv` and :func:`~convjax.conv_transpose` (of the conjugate kernel, for
+  ``Aᴴ``): this problem, for any convolution convjax expresses and any ``y``, to the tolerance
+  asked for.
 - ``"wiener"``: in closed form, one small linear solve per frequency, for stride-1 convolutions.
   With circular padding and a same-size output the convolution is circulant and this *is* the
   problem above, for any ``y``.  With zero padding Wiener solves the *periodic* problem on a
@@ -36,6 +37,7 @@ from convjax._src.checks import (
     check_int,
     check_precision,
     check_real,
+    dtype_kind,
     op_name,
 )
 from convjax._src.formulations import Impl
@@ -114,16 +116,25 @@ def deconvolve(
       worse) one; with a smaller padding the unseen border of the linear convolution is taken
       as zero.  Use ``"lsq"`` for the minimiser of any zero-padded conv.
 
-    ``method="lsq"`` runs conjugate gradients on ``(AᵀA + λI) x = Aᵀ y`` with ``A = conv`` and
-    ``Aᵀ = conv_transpose`` on backend ``impl``, from ``x = 0``, one independent solve per
-    batch element, until ``‖Aᵀ y − (AᵀA + λI) x‖ <= tol · ‖Aᵀ y‖`` or ``max_iters``.  It handles
-    every convolution convjax expresses (strided, dilated, grouped, any padding mode).  Started
-    from zero with ``λ = 0`` the iterates stay in the range of ``Aᵀ``, so an underdetermined
-    (e.g. strided) problem converges to the minimum-norm solution ``A⁺ y``.
+    ``method="lsq"`` runs conjugate gradients on ``(AᴴA + λI) x = Aᴴ y`` with ``A = conv`` and
+    ``Aᴴ`` its adjoint, ``conv_transpose`` of the conjugate kernel (``Aᵀ`` for real kernels), on
+    backend ``impl``, from ``x = 0``, one independent solve per batch element, until
+    ``‖Aᴴ y − (AᴴA + λI) x‖ <= tol · ‖Aᴴ y‖`` or ``max_iters``.  It handles every convolution
+    convjax expresses (strided, dilated, grouped, any padding mode).  Started from zero with
+    ``λ = 0`` the iterates stay in the range of ``Aᴴ``, so an underdetermined (e.g. strided)
+    problem converges to the minimum-norm solution ``A⁺ y``.
+
+    ``y`` and ``kernel`` share a floating, complex or integer dtype.  Complex ones are solved in
+    complex arithmetic (the full DFT for Wiener, conjugated inner products for ``"lsq"``).
+    Integers are computed and returned in floating point, as :func:`jax.numpy.linalg.solve`
+    does: float32 for integers of up to 32 bits, float64 for 64-bit ones.
 
     Both methods jit.  Both are differentiable in ``y``, ``kernel`` and ``regularization``:
     ``"wiener"`` directly, ``"lsq"`` by implicit differentiation of the normal equations
-    (``lax.custom_linear_solve``), exact where ``AᵀA + λI`` is invertible.
+    (``lax.custom_linear_solve``), exact where ``AᴴA + λI`` is invertible.  That derivative is
+    the exact least-squares solution's, not the capped iteration's: it matches the returned
+    ``x̂`` (and forward and reverse mode agree) only once the solver has converged, which
+    ``return_info=True`` shows.
 
     Args:
       y: ``[*batch, *spatial, C_out]``, the convolved signal.
@@ -144,7 +155,8 @@ def deconvolve(
       return_info: also return a :class:`DeconvolveInfo`.
 
     Returns:
-      ``x̂: [*batch, *input_spatial, C_in]``, or ``(x̂, info)`` with ``return_info=True``.
+      ``x̂: [*batch, *input_spatial, C_in]`` of ``y``'s dtype (floating point for integers), or
+      ``(x̂, info)`` with ``return_info=True``.
 
     >>> import jax.numpy as jnp, convjax
     >>> x = jnp.arange(8.0).reshape(8, 1)
@@ -186,6 +198,8 @@ def deconvolve(
         kernel_layout=FORWARD_KERNEL,
     )
     check_dtypes(op, y.dtype, kernel.dtype, x_name="y")
+    if dtype_kind(y.dtype) == "int":  # a least-squares solution is not an integer one
+        y, kernel = y.astype(_inexact(y.dtype)), kernel.astype(_inexact(y.dtype))
     if method == "wiener":
         wiener = functools.partial(
             _wiener,
@@ -203,9 +217,20 @@ def deconvolve(
     ndim = operator.spec.ndim
     axes = tuple(range(y.ndim - ndim - 1, y.ndim))
     misfit = operator.forward(x, kernel, precision=precision) - y
-    misfit, scale = jnp.sum(misfit * misfit, axis=axes), jnp.sum(y * y, axis=axes)
+    misfit, scale = _squared_norm(misfit, axes), _squared_norm(y, axes)
     residual = jnp.sqrt(misfit / jnp.where(scale > 0, scale, jnp.ones_like(scale)))
     return x, DeconvolveInfo(iterations, residual)
+
+
+def _inexact(dtype) -> np.dtype:
+    """The floating dtype integers compute in, as in ``jnp.linalg`` (JAX's ``to_inexact_dtype``):
+    float64 for 64-bit integers, float32 for narrower ones."""
+    return np.dtype(np.float64 if np.dtype(dtype).itemsize == 8 else np.float32)
+
+
+def _squared_norm(v, axes):
+    """``‖v‖²`` over ``axes``, real for complex ``v``."""
+    return jnp.sum(jnp.real(jnp.conj(v) * v), axis=axes)
 
 
 def _wiener(op: str, y, kernel, *, operator: ConvOperator, regularization, precision):
@@ -215,10 +240,15 @@ def _wiener(op: str, y, kernel, *, operator: ConvOperator, regularization, preci
     dtype = y.dtype if np.dtype(y.dtype).itemsize >= 4 else np.dtype(np.float32)
     frame, kernel = frame.astype(dtype), kernel.astype(dtype)
     transfer = _transfer(kernel, spec, lows, grid)  # [*freq, C, C_out]
+    # A real signal's spectrum is Hermitian: the half the real-input DFT keeps is all of it.
+    if dtype_kind(dtype) == "complex":
+        dft, inverse_dft = jnp.fft.fftn, jnp.fft.ifftn
+    else:
+        dft, inverse_dft = jnp.fft.rfftn, jnp.fft.irfftn
 
     batch_shape = frame.shape[: frame.ndim - ndim - 1]
     flat = frame.reshape(math.prod(batch_shape), *frame.shape[-ndim - 1 :])  # [B, *grid, C_out]
-    spectrum = jnp.fft.rfftn(flat, axes=tuple(range(1, ndim + 1)))  # [B, *freq, C_out]
+    spectrum = dft(flat, axes=tuple(range(1, ndim + 1)))  # [B, *freq, C_out]
     groups, c = spec.groups, kernel.shape[-2]
     j = kernel.shape[-1] // groups
     freq = transfer.shape[:ndim]
@@ -226,10 +256,11 @@ def _wiener(op: str, y, kernel, *, operator: ConvOperator, regularization, preci
     h = jnp.moveaxis(h, ndim, -1)  # [*freq, groups, J, C]: H_g(f), outputs by inputs
     rhs = spectrum.reshape(spectrum.shape[0], *freq, groups, j)
     rhs = jnp.moveaxis(rhs, 0, -1)  # [*freq, groups, J, B]
-    solution = _regularised_solve(h, rhs, jnp.asarray(regularization, dtype), precision)
+    lam = jnp.asarray(regularization, jnp.finfo(dtype).dtype)  # real, for complex data too
+    solution = _regularised_solve(h, rhs, lam, precision)
     solution = jnp.moveaxis(solution, -1, 0)  # [B, *freq, groups, C]
     solution = solution.reshape(*solution.shape[:-2], groups * c)
-    x = jnp.fft.irfftn(solution, s=grid, axes=tuple(range(1, ndim + 1)))
+    x = inverse_dft(solution, s=grid, axes=tuple(range(1, ndim + 1)))
     x = x[(slice(None), *(slice(0, i) for i in operator.input_spatial), slice(None))]
     return x.reshape(*batch_shape, *x.shape[1:]).astype(y.dtype)
 
@@ -275,7 +306,8 @@ def _periodic_frame(op: str, y, window, operator: ConvOperator):
 
 
 def _transfer(kernel, spec, lows, grid):
-    """The kernel's transfer function on the periodic grid, ``[*freq, C, C_out]``:
+    """The kernel's transfer function on the periodic grid, ``[*freq, C, C_out]`` (the
+    real-input DFT's half of the frequencies for a real kernel, all of them for a complex one):
     ``y[o] = Σ_t x[(o − lo + t·d) mod N] k[t] = (x ⊛ g)[o]`` with
     ``g[(lo − t·d) mod N] += k[t]``."""
     window = kernel.shape[: spec.ndim]
@@ -284,7 +316,8 @@ def _transfer(kernel, spec, lows, grid):
         for lo, k, d, n in zip(lows, window, spec.dilation, grid, strict=True)
     ]
     g = jnp.zeros((*grid, *kernel.shape[-2:]), kernel.dtype).at[np.ix_(*positions)].add(kernel)
-    return jnp.fft.rfftn(g, axes=tuple(range(spec.ndim)))
+    dft = jnp.fft.fftn if dtype_kind(kernel.dtype) == "complex" else jnp.fft.rfftn
+    return dft(g, axes=tuple(range(spec.ndim)))
 
 
 def _regularised_solve(h, rhs, lam, precision):
@@ -326,7 +359,9 @@ def _lsq(y, kernel, operator: ConvOperator, regularization, tol, max_iters, prec
     ndim = operator.spec.ndim
     batch_ndim = y.ndim - ndim - 1
     forward = lambda z: operator.forward(z, kernel, precision=precision)  # noqa: E731
-    adjoint = operator.transpose(kernel, precision=precision)
+    # Aᴴ = conj(A)ᵀ, and conj(A) is the conv with the conjugate kernel: the padding modes only
+    # copy and select, with real coefficients.
+    adjoint = operator.transpose(jnp.conj(kernel), precision=precision)
     lam = jnp.asarray(regularization, y.dtype)
 
     def normal(z):
@@ -335,19 +370,25 @@ def _lsq(y, kernel, operator: ConvOperator, regularization, tol, max_iters, prec
     def solve(matvec, b):
         return _conjugate_gradients(matvec, b, tol, max_iters, batch_ndim)
 
-    return lax.custom_linear_solve(normal, adjoint(y), solve, symmetric=True, has_aux=True)
+    if dtype_kind(y.dtype) != "complex":  # AᵀA + λI is symmetric: reverse mode solves with it
+        return lax.custom_linear_solve(normal, adjoint(y), solve, symmetric=True, has_aux=True)
+    # AᴴA + λI is Hermitian, not symmetric: reverse mode solves with its transpose, its
+    # conjugate, which is Hermitian positive (semi-)definite too, so CG solves that as well.
+    return lax.custom_linear_solve(normal, adjoint(y), solve, solve, has_aux=True)
 
 
 def _conjugate_gradients(matvec, b, tol, max_iters, batch_ndim):
-    """CG for ``matvec(x) = b`` (symmetric positive semi-definite) from ``x = 0``; one solve per
-    leading batch element.  Returns ``(x, iterations)``."""
+    """CG for ``matvec(x) = b`` (Hermitian positive semi-definite: symmetric for real ``b``)
+    from ``x = 0``; one solve per leading batch element.  Returns ``(x, iterations)``.  The
+    inner products ``⟨u, v⟩ = Σ conj(u) v`` taken here, ``⟨r, r⟩`` and ``⟨p, Ap⟩``, are real,
+    and so are the step sizes."""
     axes = tuple(range(batch_ndim, b.ndim))
 
-    def dot(u, v):
-        return jnp.sum(u * v, axis=axes, keepdims=True)
+    def dot(u, v):  # real: u = v, or v = Au with A Hermitian
+        return jnp.sum(jnp.real(jnp.conj(u) * v), axis=axes, keepdims=True)
 
     gamma = dot(b, b)
-    threshold = jnp.asarray(tol, b.dtype) ** 2 * gamma
+    threshold = jnp.asarray(tol, gamma.dtype) ** 2 * gamma
 
     def cond(state):
         k, _, _, _, gamma = state
@@ -359,11 +400,11 @@ def _conjugate_gradients(matvec, b, tol, max_iters, batch_ndim):
         q = matvec(p)
         delta = dot(p, q)
         step = active & (delta > 0)
-        alpha = jnp.where(step, gamma / jnp.where(step, delta, 1), 0)
+        alpha = jnp.where(step, gamma / jnp.where(step, delta, 1), 0).astype(b.dtype)
         x = x + alpha * p
         r = r - alpha * q
         gamma_next = dot(r, r)
-        beta = gamma_next / jnp.where(active, gamma, 1)
+        beta = (gamma_next / jnp.where(active, gamma, 1)).astype(b.dtype)
         p = jnp.where(step, r + beta * p, p)
         # A finished element (or one with no descent direction left) stays finished.
         gamma = jnp.where(step, gamma_next, jnp.zeros_like(gamma))
