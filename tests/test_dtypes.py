@@ -148,3 +148,48 @@ def test_layers_take_complex_parameters_and_complex_inputs(framework):
         **dict(REF, padding=[(0, 0), (0, 0)], dilation=(1, 1), groups=1),
     )
     np.testing.assert_allclose(y_real_params, want, rtol=1e-5, atol=1e-5)
+
+
+PRESETS = jax.lax.DotAlgorithmPreset
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize(
+    "preset, tolerance", [(PRESETS.F32_F32_F32, 1e-5), (PRESETS.BF16_BF16_F32, 2e-2)]
+)
+def test_complex_convolutions_with_a_dot_algorithm_preset(formulation, preset, tolerance):
+    """A preset on complex operands keeps the imaginary parts (JAX's complex dot with a preset
+    drops them): within the preset's rounding of the default precision's result."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(complex_array(rng, (1, 12, 12, 4)), jnp.complex64)
+    k = jnp.asarray(complex_array(rng, (5, 5, 2, 4)), jnp.complex64)
+    conv = functools.partial(convjax.conv, impl=formulation, groups=2)
+    want = conv(x, k)
+    got = conv(x, k, precision=preset)
+    assert got.dtype == jnp.complex64
+    np.testing.assert_allclose(got, want, atol=tolerance * float(jnp.max(jnp.abs(want))))
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_presets_this_platform_lacks_are_emulated_or_refused_clearly(formulation):
+    """``F16_F16_F32`` (which XLA:CPU's dot_general does not run) rounds the contractions'
+    operands to float16 and sums in float32 (lax's convolution takes it as it is); an FP8
+    preset, which names no input type, is refused by name where a contraction would need it."""
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.uniform(-1, 1, (1, 12, 12, 4)), jnp.float32)
+    k = jnp.asarray(rng.uniform(-1, 1, (3, 3, 4, 8)), jnp.float32)
+    conv = functools.partial(convjax.conv, impl=formulation)
+    got = conv(x, k, precision=PRESETS.F16_F16_F32)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, conv(x, k), atol=2e-2)
+    if formulation in ("gather", "taps"):  # one contraction of x's and k's values
+        half = [a.astype(jnp.float16).astype(jnp.float32) for a in (x, k)]
+        np.testing.assert_allclose(got, conv(*half), atol=1e-5)
+    fp8 = functools.partial(conv, x, k, precision=PRESETS.ANY_F8_ANY_F8_F32)
+    if formulation in ("gather", "taps", "fft"):
+        with pytest.raises(
+            ValueError, match=r"^conv: precision=ANY_F8_ANY_F8_F32 is not supp.*impl='lax'"
+        ):
+            fp8()
+    else:
+        assert fp8().dtype == jnp.float32

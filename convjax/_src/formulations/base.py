@@ -18,13 +18,14 @@ its own; the primitive transposes ``__call__`` otherwise.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src.checks import DTYPE_KINDS, DTypeLike, PrecisionLike, dtype_kind
+from convjax._src.checks import DTYPE_KINDS, DTypeLike, PrecisionLike, dtype_kind, op_name
 from convjax._src.spec import ConvSpec
 
 # jnp.pad's name for each padding mode.
@@ -129,6 +130,58 @@ def flipped_transposed_kernel(kernel, groups):
     """:func:`transposed_kernel` with the window flipped: the kernel that makes the transpose
     of a stride-1 convolution (its input gradient) a stride-1 convolution of the cotangent."""
     return jnp.flip(transposed_kernel(kernel, groups), axis=tuple(range(kernel.ndim - 2)))
+
+
+def contract(subscripts: str, a, b, *, precision=None, preferred_element_type=None):
+    """``jnp.einsum(subscripts, a, b)`` for the formulations' contractions, with every
+    ``precision`` lax's convolution takes, on every dtype:
+
+    - a ``jax.lax.DotAlgorithmPreset`` with complex operands runs as real contractions of the
+      real and imaginary parts (JAX's complex dot with a preset drops the imaginary parts);
+    - a preset this platform's ``dot_general`` does not run (``F16_F16_F32`` on a CPU) is
+      emulated as it specifies: the operands rounded to its input type, the products summed in
+      its accumulation type; a preset without an input type (the FP8 ones) is refused."""
+    options = dict(precision=precision, preferred_element_type=preferred_element_type)
+    if not isinstance(precision, jax.lax.DotAlgorithmPreset):
+        return jnp.einsum(subscripts, a, b, **options)
+    if jnp.iscomplexobj(a) or jnp.iscomplexobj(b):
+        parts = [(jnp.real(v), jnp.imag(v) if jnp.iscomplexobj(v) else None) for v in (a, b)]
+        (ar, ai), (br, bi) = parts
+        wide = None if preferred_element_type is None else jnp.zeros((), preferred_element_type)
+        real_type = None if wide is None else jnp.real(wide).dtype
+        part = functools.partial(
+            contract, subscripts, precision=precision, preferred_element_type=real_type
+        )
+        real = part(ar, br) - (part(ai, bi) if ai is not None and bi is not None else 0)
+        imag = sum(part(u, v) for u, v in ((ar, bi), (ai, br)) if u is not None and v is not None)
+        result = jnp.result_type(a, b) if preferred_element_type is None else preferred_element_type
+        return jax.lax.complex(real, imag).astype(result)
+    if _dot_runs(precision, jax.default_backend()):
+        return jnp.einsum(subscripts, a, b, **options)
+    inputs = precision.supported_lhs_types
+    if not inputs:
+        raise ValueError(
+            f"{op_name('conv')}: precision={precision} is not supported by dot_general on "
+            f"{jax.default_backend()}, and it names no input type to round to; impl='lax' "
+            "passes it to XLA's convolution."
+        )
+    result = jnp.result_type(a, b) if preferred_element_type is None else preferred_element_type
+    narrow = [v.astype(inputs[0]) for v in (a, b)]
+    y = jnp.einsum(subscripts, *narrow, preferred_element_type=precision.accumulation_type)
+    return y.astype(result)
+
+
+@functools.lru_cache(maxsize=32)
+def _dot_runs(precision, platform: str) -> bool:
+    """Whether ``platform``'s ``dot_general`` compiles ``precision`` (a preset); ``platform``, the
+    default backend's, keys the cache."""
+    operand = jax.ShapeDtypeStruct((1, 1), jnp.float32)
+    dot = functools.partial(jax.lax.dot, precision=precision)
+    try:
+        jax.jit(dot).lower(operand, operand).compile()  # on the default backend, platform
+    except (ValueError, TypeError, jax.errors.JaxRuntimeError):
+        return False
+    return True
 
 
 def spatial_letters(ndim: int) -> str:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from convjax._src.checks import dtype_kind
-from convjax._src.formulations.base import accumulation_dtype, pad
+from convjax._src.formulations.base import accumulation_dtype, contract, pad
 from convjax._src.spec import ConvSpec
 
 
@@ -76,7 +76,7 @@ def fft_conv(x, kernel, spec: ConvSpec, *, precision=None, preferred_element_typ
     if c == 1:  # depthwise: one product per channel and filter
         product = spectrum * response[None, ..., 0, :, :]
     else:
-        product = jnp.einsum("b...gc,...cgj->b...gj", spectrum, response, precision=precision)
+        product = contract("b...gc,...cgj->b...gj", spectrum, response, precision=precision)
     product = product.reshape(*product.shape[:-2], c_out)
     y = (jnp.fft.ifftn if complex_valued else jnp.fft.irfftn)(product, s=grid, axes=axes)
     y = y[(slice(None), *(slice(0, o) for o in out), slice(None))]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, AcceptsAll
+from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, AcceptsAll, contract
 from convjax._src.spec import ConvSpec
 
 
@@ -172,7 +172,7 @@ def contract_patches(patches, kernel, groups, precision, preferred_element_type)
     k = math.prod(kernel.shape[:ndim])
     lead = patches.shape[: patches.ndim - ndim - 1]
     if groups == 1:  # one matrix product, [*lead, K·C_in] @ [K·C_in, C_out]
-        y = jnp.einsum(
+        y = contract(
             "...k,kj->...j",
             patches.reshape(*lead, -1),
             kernel.reshape(-1, kernel.shape[-1]),
@@ -182,7 +182,7 @@ def contract_patches(patches, kernel, groups, precision, preferred_element_type)
         return y
     patches = patches.reshape(*lead, k, groups, patches.shape[-1] // groups)
     kernel = kernel.reshape(k, kernel.shape[-2], groups, kernel.shape[-1] // groups)
-    y = jnp.einsum(
+    y = contract(
         "...kgc,kcgj->...gj",
         patches,
         kernel,

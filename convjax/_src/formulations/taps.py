@@ -47,6 +47,7 @@ from convjax._src.checks import dtype_kind
 from convjax._src.formulations.base import (
     AcceptsAll,
     accumulation_dtype,
+    contract,
     flipped_transposed_kernel,
     pad,
     transposed_kernel,
@@ -106,7 +107,7 @@ def contract_tap(window, weights, groups, precision):
     """One tap: ``window: [..., C_in]`` by ``weights: [C_in // groups, C_out]``."""
     c, c_out = weights.shape
     if groups == 1:
-        return jnp.einsum("...c,cj->...j", window, weights, precision=precision)
+        return contract("...c,cj->...j", window, weights, precision=precision)
     j = c_out // groups
     if c == 1:  # depthwise: each input channel times its own j filters
         if j == 1:
@@ -118,7 +119,7 @@ def contract_tap(window, weights, groups, precision):
     if c <= NARROW_GROUP:
         total = sum(window[..., i, None] * _lead(weights[i], window.ndim) for i in range(c))
     else:
-        total = jnp.einsum("...gc,cgj->...gj", window, weights, precision=precision)
+        total = contract("...gc,cgj->...gj", window, weights, precision=precision)
     return total.reshape(*total.shape[:-2], c_out)
 
 
@@ -142,9 +143,7 @@ def patch_product(padded, kernel, geometry: Geometry, precision=None):
     weights = kernel.reshape(*geometry.window, c, groups, kernel.shape[-1] // groups)
     outs, taps = "ABCDEFGHIJKL"[:ndim], "MNOPQRSTUVWX"[:ndim]
     tiled_letters = "".join(o + t for o, t in zip(outs, taps, strict=True))
-    y = jnp.einsum(
-        f"z{tiled_letters}gc,{taps}cgj->z{outs}gj", patches, weights, precision=precision
-    )
+    y = contract(f"z{tiled_letters}gc,{taps}cgj->z{outs}gj", patches, weights, precision=precision)
     return y.reshape(*y.shape[:-2], kernel.shape[-1])
 
 

@@ -81,7 +81,12 @@ from convjax._src.checks import (
     op_name,
 )
 from convjax._src.formulations import REGISTRY, GatherBackend
-from convjax._src.formulations.base import DEFAULT_MEMORY_BUDGET, accumulation_dtype, pad
+from convjax._src.formulations.base import (
+    DEFAULT_MEMORY_BUDGET,
+    accumulation_dtype,
+    contract,
+    pad,
+)
 from convjax._src.formulations.gather import block_shape, build_index_map, map_blocks
 from convjax._src.ops.layout import accepts_data_format
 from convjax._src.ops.transpose import transpose_operator
@@ -510,11 +515,11 @@ def _einsum(lead: str, patches, kernel, groups: int, precision, acc):
     options = {"precision": precision, "preferred_element_type": acc}
     if groups == 1:  # one matrix product per position, [K · C_in] contracted
         flat = patches.reshape(*patches.shape[:2], -1)
-        return jnp.einsum(
+        return contract(
             f"{lead}k,pkj->{lead}j", flat, kernel.reshape(positions, -1, c_out), **options
         )
     kernel = kernel.reshape(positions, -1, c, groups, c_out // groups)
-    y = jnp.einsum(f"{lead}kgc,pkcgj->{lead}gj", patches, kernel, **options)
+    y = contract(f"{lead}kgc,pkcgj->{lead}gj", patches, kernel, **options)
     return y.reshape(*y.shape[:2], c_out)
 
 
