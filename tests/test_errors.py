@@ -1,5 +1,6 @@
 """Bad input raises ValueError / TypeError at trace time, naming op, argument, rule and value."""
 
+import dataclasses
 import re
 
 import jax
@@ -242,3 +243,46 @@ def test_no_hint_when_no_porting_mistake_fits():
     with pytest.raises(ValueError) as excinfo:
         convjax.conv(jnp.zeros((8, 9, 9, 8)), jnp.zeros((3, 3, 2, 5)), groups=2)
     assert "Likely" not in str(excinfo.value)
+
+
+def test_a_formulation_class_where_an_instance_belongs_says_so():
+    with pytest.raises(
+        TypeError,
+        match=r"^conv: impl must be .* the class LaxBackend; pass an instance, LaxBackend\(\)\.$",
+    ):
+        convjax.conv(X, K, impl=convjax.LaxBackend)
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"dtype": "foo"}, TypeError, r"^auto_choice: dtype must be a floating .* got 'foo'\.$"),
+        (
+            {"foo": 1},
+            TypeError,
+            r"^auto_choice: unknown option 'foo'; with transpose=False it takes dilation, groups",
+        ),
+        ({"output_padding": 1}, TypeError, r"^auto_choice: unknown option 'output_padding'"),
+    ],
+)
+def test_auto_choice_names_itself_for_bad_options(options, error, match):
+    with pytest.raises(error, match=match):
+        convjax.auto_choice(X.shape, K.shape, **options)
+
+
+def test_a_formulation_returning_the_wrong_shape_is_named():
+    """A user's formulation that gets the shape wrong: an error naming it, not XLA's verifier."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Cropping(convjax.LaxBackend):
+        name: str = dataclasses.field(default="cropping", init=False)
+
+        def __call__(self, x, kernel, spec, **options):
+            return super().__call__(x, kernel, spec, **options)[:, 1:]
+
+    with pytest.raises(
+        ValueError,
+        match=r"^conv: impl='cropping' returned shape \(2, 5, 6, 6\) for the convolution, "
+        r"expected \(2, 6, 6, 6\)\.",
+    ):
+        convjax.conv(X, K, impl=Cropping())

@@ -36,6 +36,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import PartitionSpec
 
+from convjax._src.checks import op_name
 from convjax._src.formulations.base import Backend, input_gradient, kernel_gradient
 from convjax._src.spec import ConvSpec
 
@@ -110,6 +111,12 @@ def _evaluate(a, b, *, problem: Problem, role: str, cpu: bool = False):
         if cpu and getattr(problem.backend, "materializes_kernel_gradient_operands", False):
             a = materialized(a)
         out = kernel_gradient(problem.backend, a, b, problem.spec, *kernel, **options)
+    if tuple(out.shape) != tuple(shape):  # a user's formulation, say
+        what = {"forward": "convolution", "input": "input gradient", "kernel": "kernel gradient"}
+        raise ValueError(
+            f"{op_name('conv')}: impl={problem.backend.name!r} returned shape {tuple(out.shape)} "
+            f"for the {what[role]}, expected {tuple(shape)}."
+        )
     return out.astype(dtype)
 
 

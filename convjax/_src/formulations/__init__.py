@@ -69,6 +69,11 @@ def resolve(op: str, impl: Any) -> Backend:
                 f"{op}: impl must be one of {tuple(REGISTRY)} or a backend instance, got {impl!r}."
             )
         return REGISTRY[impl]
+    if isinstance(impl, type):
+        raise TypeError(
+            f"{op}: impl must be one of {tuple(REGISTRY)} or a backend instance, got the class "
+            f"{impl.__name__}; pass an instance, {impl.__name__}()."
+        )
     if not isinstance(impl, Backend) or not isinstance(getattr(impl, "name", None), str):
         raise TypeError(
             f"{op}: impl must be one of {tuple(REGISTRY)} or a backend instance (an object with "

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from convjax._src.checks import DTYPE_KINDS, check_dtype
 from convjax._src.formulations.auto import Rule, features, rule_for
 from convjax._src.ops.conv import make_spec
 from convjax._src.ops.transpose import transpose_operator
+
+CONV_OPTIONS = frozenset({"strides", "padding", "dilation", "groups", "padding_mode"})
+TRANSPOSE_OPTIONS = CONV_OPTIONS | {"output_padding", "output_shape"}
 
 
 def auto_choice(
@@ -30,6 +34,14 @@ def auto_choice(
     'taps'
     """
     op = "auto_choice"
+    allowed = TRANSPOSE_OPTIONS if transpose else CONV_OPTIONS
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{op}: unknown option {unknown[0]!r}; with transpose={transpose} it takes "
+            f"{', '.join(sorted(allowed))}."
+        )
+    dtype = check_dtype(op, "dtype", dtype, optional=False, kinds=DTYPE_KINDS)
     if transpose:
         operator = transpose_operator(op, input_shape, kernel_shape, impl="auto", **options)
         spec, x_shape = operator.spec, operator.input_shape
