@@ -208,6 +208,16 @@ BAD_OPTIONS = [
     ({"preferred_element_type": jnp.bool_}, TypeError, r"preferred_element_type must be a"),
     ({"use_bias": "yes"}, TypeError, r"use_bias must be a bool, got 'yes'"),
     ({"kernel_init": 0.1}, TypeError, r"kernel_init must be an initialiser"),
+    (
+        {"strides": 2, "impl": "fft"},
+        ValueError,
+        r"impl='fft' cannot run this convolution: it needs strides 1, got \(2, 2\)",
+    ),
+    (
+        {"preferred_element_type": jnp.int32},
+        TypeError,
+        r"preferred_element_type must be a floating \(.*\) dtype or None, got 'int32'",
+    ),
 ]
 
 MODULES = {

@@ -33,7 +33,7 @@ from convjax._src.checks import (
 from convjax._src.ops import streaming
 from convjax._src.ops.layout import check_data_format, from_channels_last, to_channels_last
 from convjax._src.ops.transpose import transpose_options
-from convjax._src.spec import conv_options, padding_option
+from convjax._src.spec import ConvSpec, conv_options, padding_option
 
 # Flax's defaults: LeCun normal kernels (fan-in = prod(window) * C_in // groups) and zero biases.
 default_kernel_init = initializers.lecun_normal()
@@ -87,10 +87,17 @@ def check_options(
     conv["dilation"] = options["kernel_dilation"]
     if transposed:
         conv |= {name: options[name] for name in ("output_padding", "output_shape", "impl")}
-        transpose_options(op, ndim, dilation_name="kernel_dilation", **conv)
+        checked, *_ = transpose_options(op, ndim, dilation_name="kernel_dilation", **conv)
     else:
-        conv_options(op, ndim, dilation_name="kernel_dilation", **conv)
-        resolve(op, options["impl"])
+        checked = conv_options(op, ndim, dilation_name="kernel_dilation", **conv)
+    # The formulation's refusals that the options decide (the FFT's strides): one window's
+    # worth of input, one channel.  (Locally connected and deformable layers resolve their own.)
+    backend = resolve(op, options["impl"])
+    if isinstance(backend, formulations.Backend):
+        geometry = ConvSpec(checked.strides, ((0, 0),) * ndim, checked.dilation, 1, "zeros")
+        sizes = map(shapes.effective_window, options["kernel_size"], checked.dilation)
+        kernel_shape = (*options["kernel_size"], 1, 1)
+        formulations.check_accepts(op, backend, geometry, (1, *sizes, 1), kernel_shape)
     if options.get("in_spatial") is not None:
         shape = check_shape(op, "in_spatial", options["in_spatial"])
         if len(shape) != ndim or min(shape) < 1:
@@ -106,7 +113,8 @@ def check_options(
         op, "param_dtype", options["param_dtype"], optional=False, kinds=("float", "complex")
     )
     check_precision(op, options["precision"])
-    check_preferred_element_type(op, options["preferred_element_type"])
+    computes_in = options["dtype"] if options["dtype"] is not None else options["param_dtype"]
+    check_preferred_element_type(op, options["preferred_element_type"], computes_in)
     for name in (n for n in options if n.endswith("_init")):
         if not callable(options[name]):
             raise TypeError(
