@@ -51,9 +51,10 @@ def xla_abort_axes(spec, input_spatial, window) -> tuple[int, ...]:
 # XLA:CPU multiplies the taps that read zero padding like any other.  Where they are at least
 # this share of a convolution's multiply-adds, in at most this many boxes per spatial dim,
 # the backend splits the outputs into boxes that read the same taps (see ``boxed_conv``).
-# Measured, 3×3 64→32 on [16, 24, 24, 64], the gradient of a loss (DeepLab's atrous rates,
-# benchmarks/padding_boxes.py): rate 12 (56% of the taps on padding) 7.8 ms → 5.4, rate 18
-# (75%) 7.8 → 4.5; rate 6 (31%) 7.4 → 8.4, and a 7×7 on 7² (43%, 49 boxes) 5.4 → 26.
+# Measured (benchmarks/padding_boxes.py, quiet 2-core CPU), 3×3 64→32 on [16, 24, 24, 64],
+# DeepLab's atrous rates, forward / gradient of a loss: rate 12 (56% of the taps on padding)
+# 1.00 / 3.00 ms → 0.54 / 2.21, rate 18 (75%) 0.99 / 2.92 → 0.43 / 1.85, rate 6 (31%) even;
+# a 7×7 on 7² (43%, 49 boxes) 0.77 / 2.4 → 1.40 / 14.1, a 3×3 on 4² (31%) 0.61 → 0.70.
 PADDING_SHARE = 0.5
 BOXES_PER_DIM = 3
 
