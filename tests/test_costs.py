@@ -163,3 +163,13 @@ def test_the_stored_input_is_the_input(first):
     stored, fused = kernel_gradient(True), kernel_gradient(False)
     np.testing.assert_array_equal(stored, fused)
     assert np.isnan(stored).any() == np.isnan(first)
+
+
+def test_a_pointwise_kernel_gradient_is_one_matrix_product():
+    """lax's kernel gradient of a 1×1 convolution: a dot over every position, not XLA's
+    convolution (which transposes both operands for it); the forward stays a convolution."""
+    x, kernel = jnp.ones((2, 6, 6, 8), jnp.float32), jnp.ones((1, 1, 8, 4), jnp.float32)
+    grad = jax.grad(lambda k: jnp.sum(convjax.conv(x, k, impl="lax") ** 2))
+    program = jax.jit(grad).lower(kernel).as_text()
+    assert program.count("stablehlo.convolution") == 1
+    assert program.count("stablehlo.dot_general") == 1

