@@ -177,11 +177,15 @@ class LaxBackend(AcceptsAll):
         ndim = spec.ndim
         pointwise = (
             all(k == 1 for k in kernel_shape[:ndim])
-            and all(s == 1 for s in spec.strides)
             and not any(lo or hi for lo, hi in spec.padding)
             and spec.groups == 1
         )
-        if pointwise:
+        if pointwise:  # strided: the positions the outputs read, then the product
+            out = g.shape[1:-1]
+            limits = [(o - 1) * s + 1 for o, s in zip(out, spec.strides, strict=True)]
+            x = lax.slice(
+                x, (0,) * x.ndim, (x.shape[0], *limits, x.shape[-1]), (1, *spec.strides, 1)
+            )
             flat = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
             dk = base.contract("ni,no->io", *flat, precision=precision)
             return dk.reshape(kernel_shape)
