@@ -52,14 +52,17 @@ def compiled(x, kernel, padding, dilation, *, boxes: bool, gradient: bool):
     conv = functools.partial(convjax.conv, padding=padding, dilation=dilation, impl="lax")
     loss = lambda x, k: jnp.sum(conv(x, k) ** 2)  # noqa: E731
     f = jax.grad(loss, argnums=(0, 1)) if gradient else conv
-    saved = lax_formulation.PADDING_SHARE, lax_formulation.BOXES_PER_DIM
-    # Boxes wherever any tap reads padding, however many; or none.
-    lax_formulation.PADDING_SHARE = 1e-9 if boxes else math.inf
-    lax_formulation.BOXES_PER_DIM = 2**20
+    names = ("PADDING_SHARE", "BOXES_PER_DIM", "MIN_BOXED_WORK")
+    saved = [getattr(lax_formulation, name) for name in names]
+    # Boxes wherever any tap reads padding, however many and however small; or none.
+    chosen = (1e-9 if boxes else math.inf, 2**20, 0)
+    for name, value in zip(names, chosen, strict=True):
+        setattr(lax_formulation, name, value)
     try:
         program = jax.jit(f).lower(x, kernel).compile()
     finally:
-        lax_formulation.PADDING_SHARE, lax_formulation.BOXES_PER_DIM = saved
+        for name, value in zip(names, saved, strict=True):
+            setattr(lax_formulation, name, value)
     return lambda: program(x, kernel)
 
 

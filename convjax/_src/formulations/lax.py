@@ -57,13 +57,21 @@ def xla_abort_axes(spec, input_spatial, window) -> tuple[int, ...]:
 # a 7×7 on 7² (43%, 49 boxes) 0.77 / 2.4 → 1.40 / 14.1, a 3×3 on 4² (31%) 0.61 → 0.70.
 PADDING_SHARE = 0.5
 BOXES_PER_DIM = 3
+# Below this many multiply-adds a convolution takes tens of microseconds, and its boxes' extra
+# operations (and their compilation) cost as much as the skipped taps save.
+MIN_BOXED_WORK = 2**24
 
 
-def padding_boxes(spec, input_spatial, window):
+def padding_boxes(spec, x_shape, kernel_shape):
     """Per spatial axis, the bands of outputs that read the same taps inside the input
-    (:func:`shapes.reading_bands`), where splitting the convolution by them is worth it on this
-    platform; ``None`` where it is not."""
+    (:func:`shapes.reading_bands`), where splitting the convolution of an ``x_shape`` input by a
+    ``kernel_shape`` kernel by them is worth it on this platform; ``None`` where it is not."""
+    input_spatial, window = x_shape[1:-1], kernel_shape[: spec.ndim]
     if spec.padding_mode != "zeros" or jax.default_backend() != "cpu":
+        return None
+    out = spec.output_spatial(input_spatial, window)
+    work = x_shape[0] * math.prod(out) * math.prod(kernel_shape)
+    if work < MIN_BOXED_WORK:
         return None
     bands = [
         shapes.reading_bands(i, k, s, p, d)
@@ -139,7 +147,7 @@ class LaxBackend(AcceptsAll):
 
     def __call__(self, x, kernel, spec, *, precision=None, preferred_element_type=None):
         options = dict(precision=precision, preferred_element_type=preferred_element_type)
-        bands = padding_boxes(spec, x.shape[1:-1], kernel.shape[: spec.ndim])
+        bands = padding_boxes(spec, x.shape, kernel.shape)
         if bands is None:
             return _conv(x, kernel, spec, **options)
         unpadded = base.unpadded(spec)
@@ -152,7 +160,7 @@ class LaxBackend(AcceptsAll):
 
     def input_gradient(self, g, kernel, spec, x_shape, *, precision=None):
         ndim = spec.ndim
-        if padding_boxes(spec, x_shape[1:-1], kernel.shape[:ndim]) is None:
+        if padding_boxes(spec, x_shape, kernel.shape) is None:
             return None
         if all(s == 1 for s in spec.strides):
             # dx[i] = Σ_t g[i + lo − t·d] · k[t]: the flipped kernel over g, padded k̂ − 1 − lo.
@@ -189,7 +197,7 @@ class LaxBackend(AcceptsAll):
             flat = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
             dk = base.contract("ni,no->io", *flat, precision=precision)
             return dk.reshape(kernel_shape)
-        if padding_boxes(spec, x.shape[1:-1], kernel_shape[:ndim]) is None:
+        if padding_boxes(spec, x.shape, kernel_shape) is None:
             return None
         forward = lambda k: _conv(x, k, spec, precision=precision)  # noqa: E731
         (out,) = jax.linear_transpose(forward, jnp.zeros_like(g, shape=kernel_shape))(g)
