@@ -140,7 +140,10 @@ def contract(subscripts: str, a, b, *, precision=None, preferred_element_type=No
       real and imaginary parts (JAX's complex dot with a preset drops the imaginary parts);
     - a preset this platform's ``dot_general`` does not run (``F16_F16_F32`` on a CPU) is
       emulated as it specifies: the operands rounded to its input type, the products summed in
-      its accumulation type; a preset without an input type (the FP8 ones) is refused."""
+      its accumulation type; a preset without an input type (the FP8 ones) is refused.
+
+    Only contractions see the preset: XLA:CPU's convolution ignores presets, and the
+    multiply-add forms have no product to pass one to (see the README's ``precision``)."""
     options = dict(precision=precision, preferred_element_type=preferred_element_type)
     if not isinstance(precision, jax.lax.DotAlgorithmPreset):
         return jnp.einsum(subscripts, a, b, **options)
