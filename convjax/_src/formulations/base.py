@@ -215,40 +215,50 @@ def input_gradient(
 def transposed_as_forward(
     backend, g, kernel, spec, x_shape, *, precision=None, preferred_element_type=None
 ):
-    """``Aᵀ g`` by ``backend``'s forward convolution, exact in any dtype: ``g`` spread by the
-    strides (zeros between) and padded by the dilated window less one, convolved at stride one
-    with the flipped kernel, its input and output channels exchanged, onto the padded input's
-    positions; then the padding's rows folded back onto the ones they copy (cropped, for zero
-    padding; added in, for the other modes)."""
+    """``Aᵀ g`` by ``backend``'s forward convolution, exact in any dtype: ``g`` spread onto the
+    padded input's positions (:func:`spread`), convolved at stride one with the flipped kernel,
+    its input and output channels exchanged; then the padding's rows folded back onto the ones
+    they copy (:func:`unpad`)."""
     ndim = spec.ndim
-    window = kernel.shape[:ndim]
-    sizes = x_shape[1:-1]
-    out = spec.output_spatial(sizes, window)
-    padded = [n + lo + hi for n, (lo, hi) in zip(sizes, spec.padding, strict=True)]
+    padded = [n + lo + hi for n, (lo, hi) in zip(x_shape[1:-1], spec.padding, strict=True)]
+    spread_g = spread(g, kernel.shape[:ndim], spec.strides, spec.dilation, padded)
+    stride_one = ConvSpec((1,) * ndim, ((0, 0),) * ndim, spec.dilation, spec.groups, "zeros")
+    flipped = flipped_transposed_kernel(kernel, spec.groups)
+    options = dict(precision=precision, preferred_element_type=preferred_element_type)
+    return unpad(backend(spread_g, flipped, stride_one, **options), spec, tuple(x_shape))
+
+
+def spread(g, window, strides, dilation, padded_spatial):
+    """``g: [B, *out, C]``, a convolution's output cotangent, spread by the strides (zeros
+    between) and padded by the dilated window less one on each side (and, after, by the padded
+    input's trailing positions no window reaches): its stride-1 convolution with the flipped,
+    channel-exchanged kernel lands on the ``padded_spatial`` positions of the padded input."""
     config = [(0, 0, 0)]
-    for k, d, o, s, n in zip(window, spec.dilation, out, spec.strides, padded, strict=True):
+    for k, d, o, s, n in zip(window, dilation, g.shape[1:-1], strides, padded_spatial, strict=True):
         span = (k - 1) * d + 1
         unread = n - ((o - 1) * s + span)  # trailing positions no window reaches
         config.append((span - 1, span - 1 + unread, s - 1))
-    spread = jax.lax.pad(g, jnp.zeros((), g.dtype), [*config, (0, 0, 0)])
-    stride_one = ConvSpec((1,) * ndim, ((0, 0),) * ndim, spec.dilation, spec.groups, "zeros")
-    flipped = flipped_transposed_kernel(kernel, spec.groups)
-    onto = backend(
-        spread,
-        flipped,
-        stride_one,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
+    return jax.lax.pad(g, jnp.zeros((), g.dtype), [*config, (0, 0, 0)])
+
+
+def transposed_padding(spec: ConvSpec, window) -> tuple[tuple[int, int], ...]:
+    """The padding ``(k̂ − 1 − lo, k̂ − 1 − hi)`` under which a stride-1 zero-padded
+    convolution's transpose is the stride-1 convolution of the cotangent with the flipped,
+    channel-exchanged kernel: ``dx[i] = Σ_t g[i + lo − t·d] k[t]`` (negative where the padding
+    passes the window: those positions are dropped)."""
+    spans = [(k - 1) * d + 1 for k, d in zip(window, spec.dilation, strict=True)]
+    return tuple(
+        (span - 1 - lo, span - 1 - hi) for span, (lo, hi) in zip(spans, spec.padding, strict=True)
     )
-    for axis, (n, (lo, hi)) in enumerate(zip(sizes, spec.padding, strict=True), start=1):
-        if spec.padding_mode == "zeros":
-            onto = jax.lax.slice_in_dim(onto, lo, lo + n, axis=axis)
-        elif lo or hi:  # each padded row adds into the row it copies
-            sources = np.pad(np.arange(n), (lo, hi), mode=PAD_MODES[spec.padding_mode])
-            moved = jnp.moveaxis(onto, axis, 0)
-            folded = jnp.zeros((n, *moved.shape[1:]), onto.dtype).at[sources].add(moved)
-            onto = jnp.moveaxis(folded, 0, axis)
-    return onto
+
+
+def unpad(grad, spec: ConvSpec, x_shape: tuple[int, ...]):
+    """The cotangent of ``x`` from that of ``pad(x, spec)``: border rows folded back by the
+    padding mode (cropped, for zero padding), JAX's transpose of :func:`pad`, which is linear
+    in every dtype."""
+    x = jnp.zeros_like(grad, shape=x_shape)  # an example, varying like the cotangent
+    (unpadded,) = jax.linear_transpose(lambda x: pad(x, spec), x)(grad)
+    return unpadded
 
 
 def kernel_gradient(

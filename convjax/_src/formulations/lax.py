@@ -163,12 +163,8 @@ class LaxBackend(AcceptsAll):
         if padding_boxes(spec, x_shape, kernel.shape) is None:
             return None
         if all(s == 1 for s in spec.strides):
-            # dx[i] = Σ_t g[i + lo − t·d] · k[t]: the flipped kernel over g, padded k̂ − 1 − lo.
-            spans = map(shapes.effective_window, kernel.shape[:ndim], spec.dilation)
-            padding = tuple(
-                (span - 1 - lo, span - 1 - hi)
-                for span, (lo, hi) in zip(spans, spec.padding, strict=True)
-            )
+            # The flipped kernel over g, boxed in turn.
+            padding = base.transposed_padding(spec, kernel.shape[:ndim])
             transposed = dataclasses.replace(spec, padding=padding)
             flipped = base.flipped_transposed_kernel(kernel, spec.groups)
             return self(g, flipped, transposed, precision=precision)

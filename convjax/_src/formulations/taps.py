@@ -37,12 +37,10 @@ import functools
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax._src import shapes
 from convjax._src.checks import dtype_kind
 from convjax._src.formulations.base import (
     AcceptsAll,
@@ -50,7 +48,10 @@ from convjax._src.formulations.base import (
     contract,
     flipped_transposed_kernel,
     pad,
+    spread,
     transposed_kernel,
+    transposed_padding,
+    unpad,
 )
 from convjax._src.spec import ConvSpec
 
@@ -213,16 +214,11 @@ def zero_padded_tap_sum(x, kernel, geometry: Geometry, low: Sequence[int], preci
 def transposed_tap_sum(g, kernel, geometry: Geometry, padded_spatial: Sequence[int]):
     """``Tᵀ(g, kernel)``: the cotangent of the padded input of ``T`` for output cotangent
     ``g``, as a stride-1 tap sum over ``g`` upsampled by the strides (zeros between) and padded
-    by the dilated window, with the flipped, channel-exchanged kernel.  The inserted zeros meet
-    every weight: for finite kernels only (see :func:`scattered_tap_sum`)."""
+    by the dilated window (:func:`~convjax._src.formulations.base.spread`), with the flipped,
+    channel-exchanged kernel.  The inserted zeros meet every weight: for finite kernels only
+    (see :func:`scattered_tap_sum`)."""
     ndim = len(geometry.window)
-    spans = map(shapes.effective_window, geometry.window, geometry.dilation)
-    config = [(0, 0, 0)]
-    for span, o, s, n in zip(spans, geometry.out, geometry.strides, padded_spatial, strict=True):
-        unread = n - ((o - 1) * s + span)  # trailing inputs no window reaches
-        config.append((span - 1, span - 1 + unread, s - 1))
-    config.append((0, 0, 0))
-    upsampled = lax.pad(g, jnp.zeros((), g.dtype), config)
+    upsampled = spread(g, geometry.window, geometry.strides, geometry.dilation, padded_spatial)
     flipped = flipped_transposed_kernel(kernel, geometry.groups)
     stride_one = Geometry(
         (1,) * ndim, geometry.dilation, geometry.groups, geometry.window, tuple(padded_spatial)
@@ -263,14 +259,6 @@ def scattered_tap_sum(
         term = contract_tap(g, weights[tap], geometry.groups, precision)
         total = total + lax.pad(term, jnp.zeros((), term.dtype), config)
     return total
-
-
-def _unpad(grad, spec: ConvSpec, x_shape: tuple[int, ...]):
-    """The cotangent of ``x`` from that of ``pad(x, spec)``: border rows folded back by the
-    padding mode."""
-    x = jnp.zeros_like(grad, shape=x_shape)  # an example, varying like the cotangent
-    (unpadded,) = jax.linear_transpose(lambda x: pad(x, spec), x)(grad)
-    return unpadded
 
 
 def _row_products(rows, g, geometry: Geometry, c_per_group: int):
@@ -379,24 +367,23 @@ class TapsBackend(AcceptsAll):
         dtype = accumulation_dtype(g.dtype)
         g, kernel = g.astype(dtype), kernel.astype(dtype)
         padded = [i + lo + hi for i, (lo, hi) in zip(x_shape[1:-1], spec.padding, strict=True)]
-        unpad = functools.partial(_unpad, spec=spec, x_shape=tuple(x_shape))
+        fold = functools.partial(unpad, spec=spec, x_shape=tuple(x_shape))
 
         def fast():
             if spec.padding_mode == "zeros" and all(s == 1 for s in spec.strides):
                 # dx[i] = Σ_t g[i + lo − t·d] k[t]: a stride-1 tap sum of g with the flipped
                 # kernel, padded (k̂ − 1 − lo) before each axis, over x's positions only.
                 flipped = flipped_transposed_kernel(kernel, spec.groups)
-                spans = map(shapes.effective_window, geometry.window, geometry.dilation)
-                low = [span - 1 - lo for span, (lo, _) in zip(spans, spec.padding, strict=True)]
+                low = [lo for lo, _ in transposed_padding(spec, geometry.window)]
                 onto_x = geometry._replace(out=tuple(x_shape[1:-1]))
                 return zero_padded_tap_sum(g, flipped, onto_x, low, precision)
-            return unpad(transposed_tap_sum(g, kernel, geometry, padded))
+            return fold(transposed_tap_sum(g, kernel, geometry, padded))
 
         def exact():
             if spec.padding_mode == "zeros":  # straight onto x's positions
                 low = [lo for lo, _ in spec.padding]
                 return scattered_tap_sum(g, kernel, geometry, low, x_shape[1:-1], precision)
-            return unpad(scattered_tap_sum(g, kernel, geometry, (0,) * ndim, padded, precision))
+            return fold(scattered_tap_sum(g, kernel, geometry, (0,) * ndim, padded, precision))
 
         if dtype_kind(kernel.dtype) == "int":
             return fast()
