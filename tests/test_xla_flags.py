@@ -1,6 +1,6 @@
-"""Importing convjax before JAX starts keeps YNNPACK for XLA:CPU's matrix products only (XLA's
-own convolution is faster, see ``convjax/_src/xla_flags.py``), and changes nothing when the user
-opts out, has chosen, or JAX already runs."""
+"""Importing convjax before JAX starts keeps YNNPACK for XLA:CPU's matrix products and
+reductions only (XLA's own convolution is faster, see ``convjax/_src/xla_flags.py``), and
+changes nothing when the user opts out, has chosen, or JAX already runs."""
 
 import json
 import os
@@ -17,7 +17,9 @@ import json, os, convjax, jax, jax.numpy as jnp
 x, k = jnp.ones((4, 56, 56, 64)), jnp.ones((3, 3, 64, 64))
 conv = jax.jit(lambda x, k: convjax.conv(x, k, impl="lax")).lower(x, k).compile().as_text()
 dot = jax.jit(lambda a: a @ a).lower(jnp.ones((256, 256))).compile().as_text()
-print(json.dumps([os.environ.get("XLA_FLAGS", ""), "__ynn_fusion" in conv, "__ynn_fusion" in dot]))
+total = jax.jit(lambda a: a.sum((0, 1, 2))).lower(x).compile().as_text()
+ynn = ["__ynn_fusion" in text for text in (conv, dot, total)]
+print(json.dumps([os.environ.get("XLA_FLAGS", ""), *ynn]))
 """
 
 
@@ -34,10 +36,10 @@ def run(**env):
     not jaxlib.__version__.startswith(xla_flags.MEASURED_ON), reason="jaxlib has no such option"
 )
 def test_convolutions_leave_ynnpack_and_products_stay_unless_the_user_opts_out():
-    flags, conv_ynn, dot_ynn = run()
+    flags, *ynn = run()
     assert f"{xla_flags.OPTION}={xla_flags.VALUE}" in flags
-    assert (conv_ynn, dot_ynn) == (False, True)
-    flags, conv_ynn, _ = run(CONVJAX_XLA_FLAGS="0")
+    assert ynn == [False, True, True]  # convolution, matrix product, reduction
+    flags, conv_ynn, _, _ = run(CONVJAX_XLA_FLAGS="0")
     assert xla_flags.OPTION not in flags and conv_ynn
 
 
