@@ -861,7 +861,13 @@ class JaxFramework(Framework):
         return kernel
 
     relu = staticmethod(jax.nn.relu)
-    gelu = staticmethod(functools.partial(jax.nn.gelu, approximate=False))
+
+    @staticmethod
+    def gelu(x: jax.Array) -> jax.Array:
+        # PyTorch's formula, x·(1 + erf(x/√2))/2.  jax.nn.gelu(approximate=False) evaluates
+        # erfc instead (accurate far into the negative tail), which XLA:CPU runs 3× slower
+        # forward: ConvNeXt's step 10% slower, for a difference of 5e-7 where it matters here.
+        return x * (1 + jax.lax.erf(x * np.asarray(math.sqrt(0.5), x.dtype))) / 2
 
     @staticmethod
     def concat(xs: Sequence[jax.Array]) -> jax.Array:
