@@ -1,11 +1,19 @@
 """No valid convolution takes the process down: every public path of the strided convolutions
 XLA:CPU used to abort on (and of random others) compiles, in a process of its own, so that an
-abort fails this test instead of ending the run."""
+abort fails this test instead of ending the run.  Nor does one get the wrong numbers XLA:CPU's
+convolution gives for spans of 2**24 positions and more."""
 
 import os
 import pathlib
 import subprocess
 import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import convjax
 
 SCRIPT = pathlib.Path(__file__).parent / "subprocess" / "sweep_aborts.py"
 RANDOM_CASES = 200 if os.environ.get("CONVJAX_HYPOTHESIS_PROFILE") == "thorough" else 6
@@ -74,3 +82,43 @@ def test_sizes_past_xla_shape_arithmetic_are_refused_without_aborting_or_hanging
     ]
     functions = ["conv"] * 4 + ["unfold"] + ["conv"] * 3 + ["conv_transpose"] * 2 + ["Conv"]
     assert refused == functions, result.stdout
+
+
+def _indexed_conv(x, kernel, strides, dilation, low, out):
+    """A 1-d convolution by its index map, reading no padding: an independent NumPy reference
+    for spans too long to pad."""
+    y = np.zeros((x.shape[0], out, kernel.shape[-1]))
+    for o in range(out):
+        for t in range(kernel.shape[0]):
+            i = o * strides + t * dilation - low
+            if 0 <= i < x.shape[1]:
+                y[:, o] += x[:, i] @ kernel[t]
+    return y
+
+
+@pytest.mark.parametrize("impl", ["lax", "auto", "planes", "gather"])
+def test_spans_xla_miscomputes_are_computed_right(impl):
+    # XLA:CPU's own float32 convolution returns 0 for the last output here (not 11).
+    d = 2**24 - 2
+    x = np.arange(1.0, 7.0).reshape(1, 3, 2)
+    kernel = np.ones((2, 2, 1))
+    options = dict(dilation=d, padding=((d, d),), strides=2**23)
+    x32, kernel32 = jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
+    y = convjax.conv(x32, kernel32, impl=impl, **options)
+    np.testing.assert_array_equal(y, _indexed_conv(x, kernel, 2**23, d, d, 3))
+    grad = jax.grad(lambda x: convjax.conv(x, kernel32, impl=impl, **options).sum())
+    # Outputs 0 and 2 read inputs 0 and 2 once each, through a kernel of ones.
+    np.testing.assert_array_equal(grad(x32), [[[1.0, 1.0], [0.0, 0.0], [1.0, 1.0]]])
+
+
+@pytest.mark.parametrize("impl", ["lax", "auto", "planes"])
+def test_spans_xla_miscomputes_on_a_later_axis_are_computed_right(impl):
+    d = 2**24 - 2
+    x = np.arange(1.0, 13.0).reshape(1, 2, 3, 2)
+    kernel = np.ones((1, 2, 2, 1))
+    options = dict(dilation=(1, d), padding=((0, 0), (d, d)), strides=(1, 2**23))
+    y = convjax.conv(
+        jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32), impl=impl, **options
+    )
+    rows = [_indexed_conv(x[:, r], kernel[0], 2**23, d, d, 3) for r in range(2)]
+    np.testing.assert_array_equal(y, np.stack(rows, axis=1))

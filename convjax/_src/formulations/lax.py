@@ -28,6 +28,7 @@ from convjax._src import shapes
 from convjax._src.checks import dtype_kind
 from convjax._src.formulations import base
 from convjax._src.formulations.base import AcceptsAll
+from convjax._src.formulations.gather import GatherBackend
 
 
 def xla_abort_axes(spec, input_spatial, window) -> tuple[int, ...]:
@@ -200,9 +201,29 @@ class LaxBackend(AcceptsAll):
         return out
 
 
+# XLA:CPU's convolution miscomputes outputs (silently) once an axis's padding or dilated window
+# spans about 2**25 positions, with more than one channel: a window of 2 dilated by 2**24 − 2 over
+# 3 inputs padded by as much, strides 2**23, reads 0 where the sum is 11 (float32 counts
+# positions exactly only up to 2**24).  No useful convolution comes near; such specs run on the
+# explicit gather, which indexes rather than pads.
+MISCOMPUTED_SPAN = 2**24
+
+
+def miscomputed(spec, window) -> bool:
+    """Whether XLA:CPU's convolution may miscompute ``spec`` (see ``MISCOMPUTED_SPAN``)."""
+    return any(
+        lo + hi >= MISCOMPUTED_SPAN or (k - 1) * d >= MISCOMPUTED_SPAN
+        for k, d, (lo, hi) in zip(window, spec.dilation, spec.padding, strict=True)
+    )
+
+
 def _conv(x, kernel, spec, *, precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` for ``spec``, with the guard against XLA's abort."""
+    """``lax.conv_general_dilated`` for ``spec``, with the guards against XLA's abort and its
+    miscomputed spans."""
     ndim = spec.ndim
+    if miscomputed(spec, kernel.shape[:ndim]):
+        options = dict(precision=precision, preferred_element_type=preferred_element_type)
+        return GatherBackend()(x, kernel, spec, **options)
     padding = list(spec.padding)
     if spec.padding_mode != "zeros":
         x = base.pad(x, spec)
