@@ -97,8 +97,16 @@ K = jnp.zeros((3, 3, 4, 6), jnp.float32)
             K.astype(jnp.bool_),
             {},
             TypeError,
-            r"x must have a floating \(.*\), complex \(.*\) or integer \(.*\) dtype, got bool",
+            r"x must have a floating \(.*\), complex \(.*\) or integer .*\(.*\) dtype, got bool",
         ),
+        (  # sub-byte integers: XLA:CPU refuses some outright
+            X.astype(jnp.int4),
+            K.astype(jnp.int4),
+            {"preferred_element_type": jnp.int32},
+            TypeError,
+            r"x must have a .* integer of 8 bits or more \(.*\) dtype, got int4",
+        ),
+        (X.astype(jnp.uint2), K.astype(jnp.uint2), {}, TypeError, r"got uint2"),
         (
             X,
             K.astype(jnp.float16),

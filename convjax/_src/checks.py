@@ -28,7 +28,7 @@ FLOAT_DTYPES = "float16, bfloat16, float32, float64"
 DTYPE_NAMES = {
     "float": f"floating ({FLOAT_DTYPES})",
     "complex": "complex (complex64, complex128)",
-    "int": "integer (int8, int16, int32, int64, uint8, …)",
+    "int": "integer of 8 bits or more (int8, int16, int32, int64, uint8, …)",
 }
 DTYPE_KINDS = tuple(DTYPE_NAMES)
 
@@ -166,7 +166,9 @@ def dtype_kind(dtype: Any) -> str | None:
     if jnp.issubdtype(dtype, jnp.complexfloating):
         return "complex"
     if jnp.issubdtype(dtype, jnp.integer):
-        return "int"
+        # Sub-byte integers (int4, int2, …): XLA:CPU's convolution and matrix products refuse
+        # some of them outright, and every formulation would have to widen them first.
+        return "int" if jnp.iinfo(dtype).bits >= 8 else None
     return None
 
 
