@@ -239,6 +239,16 @@ def test_modules_check_options_at_construction(name, options, error, match):
         getattr(convjax.linen, name)(*linen_args, **options)
 
 
+@pytest.mark.parametrize("family", ["nnx", "linen"])
+@pytest.mark.parametrize("options", [{"param_dtype": jnp.complex64}, {"dtype": jnp.complex64}])
+def test_deformable_layers_refuse_complex_dtypes_at_construction(family, options):
+    args = (4, 6, (3, 3)) if family == "nnx" else (6, (3, 3))
+    extra = {"rngs": nnx.Rngs(0)} if family == "nnx" else {}
+    name = next(iter(options))
+    with pytest.raises(TypeError, match=rf"^DeformableConv: {name} must be a floating .*complex64"):
+        getattr(convjax, family).DeformableConv(*args, **options, **extra)
+
+
 @pytest.mark.parametrize(
     "options, match",
     [

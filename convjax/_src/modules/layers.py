@@ -497,6 +497,9 @@ def _deformable_check(op: str, o: dict[str, Any]) -> None:
             f"{op}: padding_mode must be 'zeros' (a deformable convolution samples zeros outside "
             f"the input), got {o['padding_mode']!r}."
         )
+    # Offsets move sampling points along real axes: a deformable convolution is real.
+    common.check_dtype(op, "dtype", o["dtype"])
+    common.check_dtype(op, "param_dtype", o["param_dtype"], optional=False)
     groups = common.positive(op, "offset_groups", o["offset_groups"])
     if not isinstance(o["modulated"], bool):
         raise TypeError(f"{op}: modulated must be a bool, got {o['modulated']!r}.")
