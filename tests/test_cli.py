@@ -87,9 +87,13 @@ def _animate(tmp_path, monkeypatch, *args):
         ),
         ("--input 5 --kernel 3 3", "--kernel needs one size per --input dim"),
         ("--input 3 3 3 3 --kernel 1 1 1 1", "--input takes 1 to 3 spatial sizes, got 4"),
-        ("--input 5 5 --kernel 3 3 --fps 0", "--fps must be a number > 0, got 0."),
-        ("--input 5 5 --kernel 3 3 --fps -1", "--fps must be a number > 0, got -1."),
-        ("--input 5 5 --kernel 3 3 --fps nan", "--fps must be a number > 0, got nan."),
+        *[
+            (
+                f"--input 3 3 --kernel 2 2 --fps {fps}",
+                f"--fps must be a number >= 0.01 (100 s per frame at most), got {fps}.",
+            )
+            for fps in ("0", "-1", "nan", "0.001")
+        ],
         ("--input 5 5 --kernel 3 3 --stride 1 2 3", "--stride takes one value or one per --input"),
         ("--input 5 5 --kernel 3 3 --dilation 0", "--dilation must be >= 1, got 0."),
         ("--input 5 5 --kernel 0 3", "--kernel sizes must be >= 1, got 0 3."),

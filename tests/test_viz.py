@@ -396,6 +396,8 @@ def test_saving_checks_everything_before_drawing(tmp_path, monkeypatch):
             ValueError, match=rf"viz.Animation.save: fps must be a finite number > 0, got {fps}"
         ):
             anim.save(tmp_path / "a.gif", fps=fps)
+    with pytest.raises(ValueError, match=r"viz.Animation.save: fps must be >= 0.01 .*got 0.001"):
+        anim.save(tmp_path / "a.gif", fps=0.001)  # a GIF frame lasts 655 s at most
     with pytest.raises(
         ValueError,
         match=r"save: 38 steps is more than max_frames=10 frames .* frames=range\(0, 38, 4\)",

@@ -9,7 +9,7 @@ import sys
 
 import convjax
 from convjax import __version__, viz
-from convjax._src.tools.viz import check_path
+from convjax._src.tools.viz import MIN_FPS, check_path
 from convjax.apps import bench as benchmarks
 from convjax.apps import models, tour
 from convjax.apps import train as training
@@ -133,8 +133,10 @@ def _check_animate(args) -> None:
     for flag, value in (("--groups", [args.groups]), ("--channels", args.channels)):
         if min(value) < 1:
             raise ValueError(f"{flag} must be >= 1, got {_shown(value)}.")
-    if not (math.isfinite(args.fps) and args.fps > 0):
-        raise ValueError(f"--fps must be a number > 0, got {args.fps:g}.")
+    if not (math.isfinite(args.fps) and args.fps >= MIN_FPS):
+        raise ValueError(
+            f"--fps must be a number >= {MIN_FPS} (100 s per frame at most), got {args.fps:g}."
+        )
     for flag, value in (("--max-frames", args.max_frames), ("--max-cells", args.max_cells)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}.")

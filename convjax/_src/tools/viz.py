@@ -826,8 +826,15 @@ def _positive(op: str, name: str, value: Any) -> float:
     return float(value)
 
 
+# The slowest frame rate drawn: a GIF frame lasts at most 655.35 s (a 16-bit count of 1/100 s).
+MIN_FPS = 0.01
+
+
 def _check_fps(op: str, fps: Any) -> float:
-    return _positive(op, "fps", fps)
+    fps = _positive(op, "fps", fps)
+    if fps < MIN_FPS:
+        raise ValueError(f"{op}: fps must be >= {MIN_FPS} (100 s per frame at most), got {fps:g}.")
+    return fps
 
 
 def check_path(op: str, path: Any, name: str = "path") -> pathlib.Path:
