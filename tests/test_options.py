@@ -294,3 +294,10 @@ def test_circular_padding_many_times_the_input_wraps_like_numpy(impl):
     y = convjax.conv(x, kernel, padding=((5, 4), (7, 6)), padding_mode="circular", impl=impl)
     padded = np.pad(x, ((0, 0), (5, 4), (7, 6), (0, 0)), mode="wrap")
     np.testing.assert_allclose(y, padded @ kernel[0, 0], rtol=1e-6)
+
+
+def test_a_locally_connected_layer_too_small_for_its_window_names_the_layer():
+    with pytest.raises(
+        ValueError, match=r"^ConvLocal: the output would be empty.* from input \(2, 2\)"
+    ):
+        convjax.nnx.ConvLocal(2, 4, (3, 3), in_spatial=(2, 2), rngs=nnx.Rngs(0))

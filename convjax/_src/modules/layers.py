@@ -532,16 +532,17 @@ def _local_shapes(op: str, c_in: int, c_out: int | None, o: dict[str, Any]) -> c
             f"{op}: in_spatial (the input's spatial shape) is required: the kernel has one entry "
             f"per output position."
         )
-    count = local.local_layer_count(
-        (*o["in_spatial"], c_in),
-        o["kernel_size"],
-        c_out,
-        strides=o["strides"],
-        padding=o["padding"],
-        dilation=o["kernel_dilation"],
-        groups=o["feature_group_count"],
-        padding_mode=o["padding_mode"],
-    )
+    with common.reported_as(op):
+        count = local.local_layer_count(
+            (*o["in_spatial"], c_in),
+            o["kernel_size"],
+            c_out,
+            strides=o["strides"],
+            padding=o["padding"],
+            dilation=o["kernel_dilation"],
+            groups=o["feature_group_count"],
+            padding_mode=o["padding_mode"],
+        )
     kernel = tuple(count.kernel_shape)
     shapes = {"kernel": kernel}
     return shapes | {"bias": (*kernel[: len(o["kernel_size"])], c_out)} if o["use_bias"] else shapes
