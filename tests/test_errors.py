@@ -294,3 +294,19 @@ def test_a_formulation_returning_the_wrong_shape_is_named():
         r"expected \(2, 6, 6, 6\)\.",
     ):
         convjax.conv(X, K, impl=Cropping())
+
+
+def test_channels_first_errors_show_x_as_passed_and_no_hint_to_pass_it():
+    x, kernel = jnp.ones((1, 2, 5, 5)), jnp.ones((7, 7, 2, 4))
+    match = r"\(axes 2, 3 of shape \(1, 2, 5, 5\), read as \[\*batch, C, \*spatial\]\)"
+    with pytest.raises(ValueError, match=match):
+        convjax.conv(x, kernel, data_format="channels_first")
+    with pytest.raises(ValueError, match=match):
+        convjax.unfold(x, (7, 7), data_format="channels_first")
+    with pytest.raises(ValueError, match=r"x shape \(1, 6, 6, 2\)\)\.$"):
+        convjax.conv(jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4)), data_format="channels_first")
+    with pytest.raises(ValueError) as error:
+        convjax.conv(
+            jnp.ones((1, 3, 6, 6)), jnp.ones((3, 3, 2, 4)), groups=2, data_format="channels_first"
+        )
+    assert "data_format" not in str(error.value)

@@ -243,12 +243,48 @@ def check_dtypes(
         )
 
 
+_CHANNELS_FIRST: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "convjax_channels_first", default=False
+)
+
+
+@contextlib.contextmanager
+def given_channels_first() -> Iterator[None]:
+    """Inside this block the input arrived channels-first (``data_format="channels_first"``)
+    and was moved: error messages show its shape as the user passed it."""
+    token = _CHANNELS_FIRST.set(True)
+    try:
+        yield
+    finally:
+        _CHANNELS_FIRST.reset(token)
+
+
+def given_as_channels_first() -> bool:
+    """Whether the input arrived channels-first (see :func:`given_channels_first`)."""
+    return _CHANNELS_FIRST.get()
+
+
+def shown_shape(x_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """``x``'s shape as the user passed it: channels-first inside
+    :func:`given_channels_first`."""
+    shape = tuple(x_shape)
+    if not _CHANNELS_FIRST.get() or len(shape) < ndim + 1:
+        return shape
+    return (*shape[: -ndim - 1], shape[-1], *shape[-ndim - 1 : -1])
+
+
 def spatial_axes(x_shape: Sequence[int], ndim: int) -> str:
-    """Which axes of ``x`` are read as spatial, for error messages: ``"axes 1, 2 of x shape
-    (8, 5, 5, 3)"``."""
+    """Which axes of ``x`` are read as spatial, for error messages: ``"axes 1, 2 of shape
+    (8, 5, 5, 3), read as [*batch, *spatial, C]"`` (as the user passed ``x``)."""
     rank = len(x_shape)
-    axes = ", ".join(str(a) for a in range(rank - ndim - 1, rank - 1))
-    return f"ax{'es' if ndim > 1 else 'is'} {axes} of shape {tuple(x_shape)}"
+    first = _CHANNELS_FIRST.get()
+    start = rank - ndim if first else rank - ndim - 1
+    axes = ", ".join(str(a) for a in range(start, start + ndim))
+    layout = "[*batch, C, *spatial]" if first else "[*batch, *spatial, C]"
+    return (
+        f"ax{'es' if ndim > 1 else 'is'} {axes} of shape {shown_shape(x_shape, ndim)}, read as "
+        f"{layout}"
+    )
 
 
 def _kinds_named(kinds: Sequence[str]) -> str:

@@ -25,7 +25,9 @@ from convjax._src.checks import (
     MAX_SIZE,
     check_int,
     check_shape,
+    given_as_channels_first,
     per_dim,
+    shown_shape,
     spatial_axes,
 )
 
@@ -222,6 +224,7 @@ def _channels_first_hint(
     expected = per_group * groups
     first = len(x_shape) - ndim - 1  # x's channel axis, were it channels-first
     x_first = not kernel_only and first >= 0 and x_shape[first] != c_in
+    x_first = x_first and not given_as_channels_first()  # already passed channels-first
     torch_kernel = ndim >= 2 and kernel_shape[1] * groups != expected  # [C_out, C_in/g, *window]
     layout = "convjax kernels are [*window, C_in // groups, C_out]"
     hints = []
@@ -314,7 +317,8 @@ def make_spec(
     if expected != c_in:
         raise ValueError(
             f"{op}: kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = "
-            f"{c_in // groups}, got {c_per_group} (kernel shape {kernel_shape}, x shape {x_shape})."
+            f"{c_in // groups}, got {c_per_group} (kernel shape {kernel_shape}, x shape "
+            f"{shown_shape(x_shape, ndim)})."
             + _channels_first_hint(x_shape, kernel_shape, ndim, groups)
         )
     strides, dilation = options.strides, options.dilation
@@ -349,7 +353,7 @@ def make_spec(
     if any(o < 1 for o in out):
         raise ValueError(
             f"{op}: the output would be empty: spatial output {out} from input {input_spatial} "
-            f"({spatial_axes(x_shape, ndim)}, read as [*batch, *spatial, C]), window {window}, "
+            f"({spatial_axes(x_shape, ndim)}), window {window}, "
             f"{dilation_name} {dilation}, padding {pads}, strides {strides} (the dilated window "
             f"must fit the padded input)."
         )

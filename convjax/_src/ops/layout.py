@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 import jax
 import jax.numpy as jnp
 
-from convjax._src.checks import op_name
+from convjax._src.checks import given_channels_first, op_name
 
 DataFormat = Literal["channels_last", "channels_first"]
 DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
@@ -70,7 +70,8 @@ def accepts_data_format(spatial_ndim: Callable[[dict[str, Any]], int]):
             except (AttributeError, TypeError):  # a malformed kernel: the function says why
                 return fn(*args, **kwargs)
             bound.arguments[first] = to_channels_last(op, bound.arguments[first], ndim, data_format)
-            result = fn(*bound.args, **bound.kwargs)
+            with given_channels_first():  # errors show x as passed
+                result = fn(*bound.args, **bound.kwargs)
             if isinstance(result, tuple):  # (array, info)
                 return (from_channels_last(result[0], ndim, data_format), *result[1:])
             return from_channels_last(result, ndim, data_format)
