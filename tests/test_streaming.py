@@ -216,10 +216,20 @@ def test_a_layer_that_reads_future_frames_refuses_to_stream(padding):
 
 
 @pytest.mark.parametrize("framework", ["nnx", "linen"])
-@pytest.mark.parametrize("name", ["Conv", "DepthwiseConv"])
-def test_causal_layers_of_both_frameworks_stream_their_own_output(framework, name):
-    x = jax.random.normal(jax.random.key(0), (2, 9, 4))
+@pytest.mark.parametrize(
+    "name, dtypes",
+    [
+        ("Conv", {}),
+        ("DepthwiseConv", {}),
+        ("Conv", {"dtype": jnp.bfloat16}),  # the layer computes in a dtype of its own
+        ("Conv", {"x": jnp.bfloat16}),  # the input's dtype differs from the parameters'
+    ],
+    ids=str,
+)
+def test_causal_layers_of_both_frameworks_stream_their_own_output(framework, name, dtypes):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 4), dtypes.get("x", jnp.float32))
     options = dict(kernel_dilation=2, padding="CAUSAL")
+    options |= {"dtype": dtypes["dtype"]} if "dtype" in dtypes else {}
     if framework == "nnx":
         channels = (4, 6) if name == "Conv" else (4,)
         layer = getattr(convjax.nnx, name)(*channels, (3,), **options, rngs=nnx.Rngs(0))
@@ -235,7 +245,9 @@ def test_causal_layers_of_both_frameworks_stream_their_own_output(framework, nam
     for start, stop in [(0, 1), (1, 4), (4, 4), (4, 8), (8, 9)]:  # 1, 3, 0, 4 and 1 frames
         y, state = step(state, x[:, start:stop])
         chunks.append(y)
-    np.testing.assert_allclose(jnp.concatenate(chunks, axis=1), offline, atol=1e-5)
+    streamed = jnp.concatenate(chunks, axis=1)
+    assert streamed.dtype == offline.dtype
+    np.testing.assert_allclose(streamed.astype(float), offline.astype(float), atol=1e-5)
 
 
 def test_empty_batches_and_non_finite_frames():

@@ -385,6 +385,7 @@ def init_stream(op: str, values: dict[str, Any], kernel: jax.Array, x_chunk: Any
     ndim = kernel.ndim - 2
     with reported_as(op):
         x = to_channels_last(op, x_chunk, ndim, values["data_format"])
+        x, kernel = promote(op, values["dtype"], x, kernel)  # as stream computes
         return streaming.init(
             x,
             kernel,
