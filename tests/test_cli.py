@@ -128,6 +128,26 @@ def test_animate_refuses_an_unusable_out_before_building_anything(tmp_path, monk
     assert capsys.readouterr().err.startswith("convjax tour: --out must be a folder, but")
 
 
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    def unwritable(**_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", unwritable)
+    monkeypatch.setattr(cli.viz, "animate", None)  # none of the work may start
+    monkeypatch.setattr(cli.tour, "run", None)
+    monkeypatch.setattr(cli.training, "train", None)
+    out = str(tmp_path / "out")
+    for argv in (
+        ["animate", "--input", "5", "--kernel", "3", "--out", out + "/a.gif"],
+        ["tour", "--out", out],
+        ["train", "--out", out],
+    ):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"convjax {argv[0]}: --out '{out}") and len(err.splitlines()) == 1
+        assert "cannot be written: Permission denied" in err
+
+
 def test_animate_samples_frames_shows_progress_and_makes_folders(tmp_path, capsys):
     out = tmp_path / "new" / "folder" / "a.gif"
     argv = ["animate", "--input", "12", "--kernel", "3", "--max-frames", "4", "--out", str(out)]

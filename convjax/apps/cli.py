@@ -6,6 +6,7 @@ import argparse
 import math
 import pathlib
 import sys
+import tempfile
 
 import convjax
 from convjax import __version__, viz
@@ -148,16 +149,31 @@ def _check_animate(args) -> None:
             f"{args.max_cells}: a picture that large is not legible (the same rule shows on a "
             f"few cells); draw a smaller input, or raise --max-cells."
         )
+    _writable(pathlib.Path(args.out).parent, args.out)  # last: it makes missing folders
 
 
 def _check_folder(out: str) -> None:
-    """``tour --out DIR``: DIR is a folder, or can be made (checked before the tour runs)."""
+    """``--out DIR``: DIR is a folder, or is in one, and is made and written to before any work
+    starts (a run must not end in an error it could have given first)."""
     folder = pathlib.Path(out)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         what = "is a file" if folder == pathlib.Path(out) else f"is in {str(folder)!r}, a file"
         raise ValueError(f"--out must be a folder, but {out!r} {what}.")
+    _writable(pathlib.Path(out), out)
+
+
+def _writable(folder: pathlib.Path, out: str) -> None:
+    """Make ``folder`` and write a file in it, or say why ``--out`` cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--out {out!r} cannot be written: {error.strerror or error} ({str(folder)!r})."
+        ) from None
 
 
 def _progress(total: int):
@@ -366,6 +382,8 @@ def _run(args) -> int:
     elif args.command == "bench":
         return benchmarks.main(args)
     elif args.command == "train":
+        if args.out is not None:
+            _check_folder(args.out)
         training.train(
             steps=args.steps,
             batch_size=args.batch_size,
