@@ -310,3 +310,14 @@ def test_channels_first_errors_show_x_as_passed_and_no_hint_to_pass_it():
             jnp.ones((1, 3, 6, 6)), jnp.ones((3, 3, 2, 4)), groups=2, data_format="channels_first"
         )
     assert "data_format" not in str(error.value)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_another_frameworks_tensor_is_refused_by_name(data_format):
+    class Tensor:  # a tensor NumPy cannot read the dtype of, like torch.Tensor
+        shape, dtype = (1, 5, 5, 3), "torch.float32"
+
+    with pytest.raises(TypeError, match=r"^conv: x must be a JAX or NumPy array, got a .*Tensor"):
+        convjax.conv(Tensor(), jnp.ones((3, 3, 3, 4)), data_format=data_format)
+    with pytest.raises(TypeError, match=r"^conv: x must be an array, got list"):
+        convjax.conv([[1.0]], jnp.ones((3, 3, 3, 4)), data_format=data_format)

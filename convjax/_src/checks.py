@@ -218,6 +218,15 @@ def check_arrays(op: str, **arrays: Any) -> None:
     for name, value in arrays.items():
         if not hasattr(value, "shape") or not hasattr(value, "dtype"):
             raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}.")
+        try:
+            np.dtype(value.dtype)
+        except TypeError:  # another framework's tensor: a shape, but a dtype NumPy can't read
+            kind = f"{type(value).__module__.split('.')[0]}.{type(value).__name__}"
+            raise TypeError(
+                f"{op}: {name} must be a JAX or NumPy array, got a {kind} of dtype "
+                f"{value.dtype}; convert it first, e.g. jnp.asarray({name}.numpy()) or "
+                f"jax.dlpack.from_dlpack({name})."
+            ) from None
 
 
 def check_dtypes(
