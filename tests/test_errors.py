@@ -303,7 +303,7 @@ def test_channels_first_errors_show_x_as_passed_and_no_hint_to_pass_it():
         convjax.conv(x, kernel, data_format="channels_first")
     with pytest.raises(ValueError, match=match):
         convjax.unfold(x, (7, 7), data_format="channels_first")
-    with pytest.raises(ValueError, match=r"x shape \(1, 6, 6, 2\)\)\.$"):
+    with pytest.raises(ValueError, match=r"x shape \(1, 6, 6, 2\)\)\. Likely: x looks channels-last"):
         convjax.conv(jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4)), data_format="channels_first")
     with pytest.raises(ValueError) as error:
         convjax.conv(
@@ -321,3 +321,13 @@ def test_another_frameworks_tensor_is_refused_by_name(data_format):
         convjax.conv(Tensor(), jnp.ones((3, 3, 3, 4)), data_format=data_format)
     with pytest.raises(TypeError, match=r"^conv: x must be an array, got list"):
         convjax.conv([[1.0]], jnp.ones((3, 3, 3, 4)), data_format=data_format)
+
+
+def test_layout_hints_fit_the_mistake_and_only_it():
+    with pytest.raises(ValueError) as error:  # a convjax kernel with the wrong C_in: no layout
+        convjax.conv(jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 4, 8)))
+    assert "Likely" not in str(error.value)
+    with pytest.raises(ValueError, match=r"x looks channels-last .*: drop data_format\.$"):
+        convjax.conv(
+            jnp.ones((8, 32, 32, 3)), jnp.ones((3, 3, 3, 16)), data_format="channels_first"
+        )

@@ -225,7 +225,11 @@ def _channels_first_hint(
     first = len(x_shape) - ndim - 1  # x's channel axis, were it channels-first
     x_first = not kernel_only and first >= 0 and x_shape[first] != c_in
     x_first = x_first and not given_as_channels_first()  # already passed channels-first
-    torch_kernel = ndim >= 2 and kernel_shape[1] * groups != expected  # [C_out, C_in/g, *window]
+    # [C_out, C_in/g, *window]: PyTorch's windows are square, which convjax's channel axes
+    # (read as the window here) seldom are: a 3×3 kernel on RGB is no sign of PyTorch's layout.
+    torch_kernel = (
+        ndim >= 2 and kernel_shape[1] * groups != expected and len(set(kernel_shape[2:])) == 1
+    )
     layout = "convjax kernels are [*window, C_in // groups, C_out]"
     hints = []
     if torch_kernel and kernel_shape[1] * groups == c_in:
@@ -264,6 +268,12 @@ def _channels_first_hint(
             f"{x_shape[first]} = kernel.shape[1] * groups channels, kernel [C_out, C_in // "
             f"groups, *window]): pass data_format='channels_first' and convert the kernel with "
             f"convjax.from_torch.conv_kernel(weight)"
+        )
+    moved_last = len(x_shape) - 2  # under channels-first, the axis the user passed last
+    if given_as_channels_first() and not kernel_only and x_shape[moved_last] == expected:
+        hints.append(
+            f"x looks channels-last (its last axis has {expected} = C_in) while "
+            f"data_format='channels_first' reads C_in from axis {first}: drop data_format"
         )
     if not hints:
         return ""
