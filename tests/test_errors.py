@@ -303,7 +303,9 @@ def test_channels_first_errors_show_x_as_passed_and_no_hint_to_pass_it():
         convjax.conv(x, kernel, data_format="channels_first")
     with pytest.raises(ValueError, match=match):
         convjax.unfold(x, (7, 7), data_format="channels_first")
-    with pytest.raises(ValueError, match=r"x shape \(1, 6, 6, 2\)\)\. Likely: x looks channels-last"):
+    with pytest.raises(
+        ValueError, match=r"x shape \(1, 6, 6, 2\)\)\. Likely: x looks channels-last"
+    ):
         convjax.conv(jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4)), data_format="channels_first")
     with pytest.raises(ValueError) as error:
         convjax.conv(
