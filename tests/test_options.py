@@ -301,3 +301,9 @@ def test_a_locally_connected_layer_too_small_for_its_window_names_the_layer():
         ValueError, match=r"^ConvLocal: the output would be empty.* from input \(2, 2\)"
     ):
         convjax.nnx.ConvLocal(2, 4, (3, 3), in_spatial=(2, 2), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("rngs", [{}, {"rngs": 0}])
+def test_nnx_layers_name_themselves_when_rngs_is_missing(rngs):
+    with pytest.raises(TypeError, match=r"^Conv: rngs must be an nnx.Rngs .*rngs=nnx.Rngs\(0\)"):
+        convjax.nnx.Conv(3, 8, (3, 3), **rngs)

@@ -114,7 +114,12 @@ def _bind(cls, args, kwargs) -> dict[str, Any]:
 
 
 def _build(description: LayerDescription) -> type:
-    def __init__(self, *args: Any, rngs: nnx.Rngs, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rngs: nnx.Rngs | None = None, **kwargs: Any) -> None:
+        if not isinstance(rngs, nnx.Rngs):  # as Flax's layers: rngs is keyword-only, required
+            raise TypeError(
+                f"{description.name}: rngs must be an nnx.Rngs (the parameters' random keys), "
+                f"e.g. rngs=nnx.Rngs(0); got {rngs!r}."
+            )
         self._configure(args, kwargs, rngs)
 
     signature = _signature(description)  # the class's; __init__'s has self in front
