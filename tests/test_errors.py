@@ -333,3 +333,9 @@ def test_layout_hints_fit_the_mistake_and_only_it():
         convjax.conv(
             jnp.ones((8, 32, 32, 3)), jnp.ones((3, 3, 3, 16)), data_format="channels_first"
         )
+
+
+def test_an_array_where_a_shape_belongs_is_named_not_printed():
+    match = r"^halo_plan: kernel_shape must be a sequence of ints, got an array of shape "
+    with pytest.raises(TypeError, match=match + r"\(3, 3, 2, 4\); pass its \.shape\.$"):
+        convjax.halo_plan(jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4)))

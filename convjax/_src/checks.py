@@ -101,6 +101,11 @@ def check_real(op: str, name: str, value: Any, *, minimum: float = 0.0) -> float
 
 def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
     """A shape: a sequence of non-negative ints (NumPy ints too)."""
+    if hasattr(shape, "shape") and np.ndim(shape) != 1:  # an array where its shape belongs
+        raise TypeError(
+            f"{op}: {name} must be a sequence of ints, got an array of shape "
+            f"{tuple(np.shape(shape))}; pass its .shape."
+        )
     if isinstance(shape, str) or not isinstance(shape, Sequence | np.ndarray):
         raise TypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}.")
     return tuple(check_int(op, name, n, minimum=0) for n in shape)
