@@ -339,3 +339,14 @@ def test_an_array_where_a_shape_belongs_is_named_not_printed():
     match = r"^halo_plan: kernel_shape must be a sequence of ints, got an array of shape "
     with pytest.raises(TypeError, match=match + r"\(3, 3, 2, 4\); pass its \.shape\.$"):
         convjax.halo_plan(jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4)))
+
+
+def test_a_flat_padding_of_pairs_gets_the_pairs_written_out():
+    with pytest.raises(
+        ValueError, match=r"got 2: \(2, 0\); for \(lo, hi\) pairs write \(\(2, 0\),\)\.$"
+    ):
+        convjax.conv(jnp.ones((1, 9, 4)), jnp.ones((3, 4, 4)), padding=(2, 0))
+    with pytest.raises(
+        ValueError, match=r"F\.pad's last-dim-first order, \(\(2, 0\), \(1, 1\)\)\)\.$"
+    ):
+        convjax.conv(jnp.ones((1, 9, 9, 4)), jnp.ones((3, 3, 4, 4)), padding=(1, 1, 2, 0))

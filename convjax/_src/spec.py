@@ -83,9 +83,17 @@ def padding_option(op: str, padding: Padding, ndim: int) -> str | tuple[tuple[in
         return name
     if isinstance(padding, Sequence | np.ndarray):
         if len(padding) != ndim:
+            flat = all(isinstance(p, int | np.integer) for p in padding)
+            hint = ""
+            if flat and len(padding) == 2 * ndim:  # a (lo, hi) pair, or PyTorch's F.pad order
+                pairs = tuple(tuple(padding[2 * i : 2 * i + 2]) for i in range(ndim))
+                hint = f"; for (lo, hi) pairs write {pairs!r}"
+                if ndim > 1:
+                    torch = tuple(tuple(padding[2 * i : 2 * i + 2]) for i in reversed(range(ndim)))
+                    hint += f" (or, from F.pad's last-dim-first order, {torch!r})"
             raise ValueError(
                 f"{op}: padding needs one entry per spatial dim ({ndim}), got {len(padding)}: "
-                f"{padding!r}."
+                f"{padding!r}{hint}."
             )
         pairs = []
         for entry in padding:
