@@ -177,6 +177,12 @@ def test_errors_name_the_function_and_the_rule():
         streaming.init(x, kernel, padding=[(1, 1)])
     with pytest.raises(ValueError, match=r"streaming.step: groups must divide"):
         streaming.step(state, x, kernel, groups=3)
+    # The chunk's own shape, not the state's frames joined to it, and which layout it looks.
+    chunk = r"x_chunk must have C_in = kernel.shape\[-2\] \* groups = 2 \* 1 = 2 channels"
+    with pytest.raises(ValueError, match=rf"^streaming.step: {chunk} .*got shape \(1, 4, 3\)\.$"):
+        streaming.step(state, jnp.zeros((1, 4, 3)), kernel)
+    with pytest.raises(ValueError, match=r"got shape \(1, 2, 4\)\. Likely: x_chunk is channels-"):
+        streaming.step(state, jnp.zeros((1, 2, 4)), kernel)
     must_be_state = r"streaming.step: state must be a streaming.State \(from streaming.init"
     for bad_state, kind in [
         (state.buffer, "ArrayImpl"),

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from convjax._src import halo, shapes
-from convjax._src.checks import op_name, per_dim, reported_as
+from convjax._src.checks import check_int, op_name, per_dim, reported_as
 from convjax._src.formulations import Impl
 from convjax._src.ops.conv import conv
 from convjax._src.ops.layout import (
@@ -65,6 +65,32 @@ def _check_operands(op: str, x_chunk: Any, kernel: Any, data_format: Any) -> int
             f"C_out], got shapes {tuple(x_chunk.shape)} and {tuple(kernel.shape)}."
         )
     return ndim
+
+
+def _check_channels(op: str, chunk_shape, kernel_shape, groups, data_format: str) -> None:
+    """The chunk's channels against the kernel's, in the chunk's own shape and layout (the
+    convolution's checks see the state's frames joined to it, channels-last)."""
+    ndim = len(kernel_shape) - 2
+    groups = check_int(op, "groups", groups, minimum=1)
+    expected = kernel_shape[-2] * groups
+    first = data_format == "channels_first"
+    axis = len(chunk_shape) - ndim - 1 if first else len(chunk_shape) - 1
+    if chunk_shape[axis] == expected or chunk_shape[axis] % groups:
+        return  # right, or groups that do not divide it: the convolution's checks say so
+    other = len(chunk_shape) - 1 if first else len(chunk_shape) - ndim - 1
+    hint = ""
+    if chunk_shape[other] == expected:
+        hint = (
+            " Likely: x_chunk is channels-last; drop data_format='channels_first'."
+            if first
+            else f" Likely: x_chunk is channels-first (axis {other} has {expected} = C_in); "
+            f"pass data_format='channels_first'."
+        )
+    raise ValueError(
+        f"{op}: x_chunk must have C_in = kernel.shape[-2] * groups = {kernel_shape[-2]} * "
+        f"{groups} = {expected} channels (axis {axis}, {_CHUNK[data_format]}), got shape "
+        f"{tuple(chunk_shape)}.{hint}"
+    )
 
 
 def _plan(op: str, x_shape, kernel_shape, dilation, groups, padding):
@@ -122,6 +148,7 @@ def init(
     """
     op = op_name("streaming.init")
     ndim = _check_operands(op, x_chunk, kernel, data_format)
+    _check_channels(op, x_chunk.shape, kernel.shape, groups, data_format)
     x = _channels_last(op, x_chunk, ndim, data_format)
     span, _ = _plan(op, x.shape, kernel.shape, dilation, groups, padding)
     shape = list(x.shape)
@@ -182,6 +209,7 @@ def step(
             f"{type(state.buffer).__name__}."
         )
     ndim = _check_operands(op, x_chunk, kernel, data_format)
+    _check_channels(op, x_chunk.shape, kernel.shape, groups, data_format)
     x = to_channels_last(op, x_chunk, ndim, data_format)
     span, pads = _plan(op, x.shape, kernel.shape, dilation, groups, padding)
     time_axis = x.ndim - ndim - 1
