@@ -272,3 +272,14 @@ def test_empty_batches_and_non_finite_frames():
     assert nan_frames.tolist() == [3, 5, 7]
     offline = convjax.conv(x, kernel, padding="CAUSAL", dilation=2)
     assert np.flatnonzero(np.isnan(offline[0, :, 0])).tolist() == [3, 5, 7]
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME", [(0, 0), (1, 1)]])
+def test_a_layer_with_one_tap_in_time_streams_under_any_padding_that_keeps_it_causal(padding):
+    x = jax.random.normal(jax.random.key(0), (1, 7, 5, 4))
+    layer = convjax.nnx.Conv(4, 6, (1, 3), padding=padding, rngs=nnx.Rngs(0))
+    state, chunks = layer.init_stream(x[:, :1]), []
+    for start in range(0, 7, 3):
+        y, state = layer.stream(state, x[:, start : start + 3])
+        chunks.append(y)
+    np.testing.assert_allclose(jnp.concatenate(chunks, axis=1), layer(x), atol=1e-6)

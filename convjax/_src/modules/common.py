@@ -33,7 +33,7 @@ from convjax._src.checks import (
 from convjax._src.ops import streaming
 from convjax._src.ops.layout import check_data_format, from_channels_last, to_channels_last
 from convjax._src.ops.transpose import transpose_options
-from convjax._src.spec import ConvSpec, conv_options, padding_option
+from convjax._src.spec import ConvSpec, conv_options, make_spec, padding_option
 
 # Flax's defaults: LeCun normal kernels (fan-in = prod(window) * C_in // groups) and zero biases.
 default_kernel_init = initializers.lecun_normal()
@@ -363,19 +363,26 @@ def check_streamable(op: str, values: dict[str, Any], kernel_shape: Sequence[int
     ndim = len(kernel_shape) - 2
     strides = per_dim(op, "strides", values["strides"], ndim, minimum=1)
     dilation = per_dim(op, "kernel_dilation", values["kernel_dilation"], ndim, minimum=1)
-    causal = (shapes.effective_window(kernel_shape[0], dilation[0]) - 1, 0)
+    window = kernel_shape[:ndim]
+    windows = [shapes.effective_window(k, d) for k, d in zip(window, dilation, strict=True)]
+    causal = (windows[0] - 1, 0)
     padding = values["padding"]
-    time = None if isinstance(padding, str) else padding_option(op, padding, ndim)[0]
+    if isinstance(padding, str):  # at stride 1 a padding name's pairs need only the window
+        example = (1, *windows, kernel_shape[-2])
+        time = make_spec(op, example, kernel_shape, padding=padding, dilation=dilation).padding[0]
+    else:
+        time = padding_option(op, padding, ndim)[0]
     if any(s != 1 for s in strides) or values["padding_mode"] != "zeros":
         raise ValueError(
             f"{op}: streams run stride-1, zero-padded causal layers, got strides "
             f"{values['strides']} and padding_mode {values['padding_mode']!r}."
         )
-    if not (padding == "CAUSAL" or (time is not None and time == causal)):
+    if time != causal:
         raise ValueError(
             f"{op}: a stream equals the layer's own output only for a layer causal in time (the "
             f"first spatial axis): padding='CAUSAL', or pairs whose first is (k̂ - 1, 0) = "
-            f"{causal}; this layer has padding {padding!r}, whose outputs read future frames."
+            f"{causal}; this layer has padding {padding!r}, time padded {time}, whose outputs "
+            f"read future frames."
         )
 
 
