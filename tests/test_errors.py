@@ -350,3 +350,20 @@ def test_a_flat_padding_of_pairs_gets_the_pairs_written_out():
         ValueError, match=r"F\.pad's last-dim-first order, \(\(2, 0\), \(1, 1\)\)\)\.$"
     ):
         convjax.conv(jnp.ones((1, 9, 9, 4)), jnp.ones((3, 3, 4, 4)), padding=(1, 1, 2, 0))
+
+
+def test_transposed_and_depthwise_layout_hints():
+    y = jnp.ones((2, 8, 8, 16))
+    with pytest.raises(ValueError, match=r"Likely: the kernel looks like PyTorch's ConvTranspose"):
+        convjax.conv_transpose(y, jnp.ones((16, 3, 3, 3)), strides=2)
+    with pytest.raises(ValueError, match=r"Likely: x looks channels-first \(axis 1 has 16"):
+        convjax.conv_transpose(jnp.ones((2, 16, 8, 8)), jnp.ones((3, 3, 3, 16)), strides=2)
+    with pytest.raises(ValueError, match=r"Likely: the kernel's last two axes look swapped"):
+        convjax.conv_transpose(jnp.ones((2, 9, 9, 16)), jnp.ones((3, 3, 16, 8)), strides=2)
+    with pytest.raises(ValueError, match=r"Likely: the kernel looks like PyTorch's depthwise"):
+        convjax.depthwise_conv(jnp.ones((1, 5, 5, 16)), jnp.ones((16, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"Likely: x looks channels-first \(axis 1 has 16"):
+        convjax.depthwise_conv(jnp.ones((1, 16, 5, 5)), jnp.ones((3, 3, 1, 16)))
+    with pytest.raises(ValueError) as error:  # a plain mismatch: no layout to blame
+        convjax.depthwise_conv(jnp.ones((1, 5, 5, 16)), jnp.ones((3, 3, 1, 12)))
+    assert "Likely" not in str(error.value)

@@ -19,6 +19,7 @@ from convjax._src.checks import (
     check_precision,
     check_preferred_element_type,
     check_shape,
+    given_as_channels_first,
     op_name,
 )
 from convjax._src.formulations import Backend, Impl, gather
@@ -194,8 +195,29 @@ def depthwise_check(op: str, x_shape: Sequence[int], kernel):
         raise ValueError(
             f"{op}: a depthwise kernel must be [*window, 1, C_in * depth_multiplier] with "
             f"C_in = {c_in}, got shape {tuple(kernel.shape)}."
+            + _depthwise_layout_hint(x_shape, tuple(kernel.shape))
         )
     return kernel if c_in else kernel[..., :0, :]
+
+
+def _depthwise_layout_hint(x_shape: Sequence[int], kernel_shape: tuple[int, ...]) -> str:
+    """PyTorch's depthwise weight ``[C_in · m, 1, *window]``, or a channels-first ``x``, where
+    the shapes fit them; an empty string where neither does."""
+    ndim, hints = len(kernel_shape) - 2, []
+    c_in = x_shape[-1]
+    if kernel_shape[1] == 1 and c_in and kernel_shape[0] % c_in == 0 and ndim >= 1:
+        hints.append(
+            "the kernel looks like PyTorch's depthwise weight [C_in * depth_multiplier, 1, "
+            "*window]: convert it with convjax.from_torch.conv_kernel(weight)"
+        )
+    first = len(x_shape) - ndim - 1
+    fits = first >= 0 and kernel_shape[-2] == 1 and x_shape[first] not in (0, c_in)
+    if fits and kernel_shape[-1] % x_shape[first] == 0 and not given_as_channels_first():
+        hints.append(
+            f"x looks channels-first (axis {first} has {x_shape[first]} channels): pass "
+            f"data_format='channels_first' or move the axis, e.g. jnp.moveaxis(x, {first}, -1)"
+        )
+    return " Likely: " + "; or ".join(hints) + "." if hints else ""
 
 
 def output_shape(

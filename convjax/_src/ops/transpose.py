@@ -33,6 +33,7 @@ from convjax._src.checks import (
     check_precision,
     check_preferred_element_type,
     dtype_kind,
+    given_as_channels_first,
     op_name,
     per_dim,
 )
@@ -264,6 +265,7 @@ def transpose_operator(
         raise ValueError(
             f"{op}: kernel.shape[-1] must equal the channels of {x_name} ({x_shape[-1]}), got "
             f"{kernel_shape[-1]} (kernel shape {kernel_shape} is {kernel_layout})."
+            + _transposed_layout_hint(x_shape, kernel_shape, ndim, x_name)
         )
     options, output_padding, output_shape = transpose_options(
         op,
@@ -422,3 +424,30 @@ def conv_transpose(
     if preferred_element_type is not None:
         x, kernel = x.astype(preferred_element_type), kernel.astype(preferred_element_type)
     return operator.transpose(kernel, precision=precision)(x)
+
+
+def _transposed_layout_hint(x_shape, kernel_shape, ndim: int, x_name: str) -> str:
+    """The porting mistakes a transposed convolution's channel mismatch most likely is: PyTorch's
+    ``ConvTranspose`` weight ``[C_in, C_out // groups, *window]``, a kernel with its last two axes
+    swapped (Flax's ``ConvTranspose`` kernel, ``[*window, C_in, C_out]``), or a channels-first
+    input; an empty string when none fits."""
+    c_in, hints = x_shape[-1], []
+    square = len(set(kernel_shape[2:])) == 1
+    if ndim >= 2 and kernel_shape[0] == c_in and square:
+        hints.append(
+            "the kernel looks like PyTorch's ConvTranspose weight [C_in, C_out // groups, "
+            "*window]: convert it with convjax.from_torch.conv_transpose_kernel(weight)"
+        )
+    if kernel_shape[-2] == c_in:
+        hints.append(
+            "the kernel's last two axes look swapped ([*window, C_in, C_out], Flax's "
+            "ConvTranspose layout): swap them with jnp.swapaxes(kernel, -1, -2)"
+        )
+    first = len(x_shape) - ndim - 1
+    if first >= 0 and x_shape[first] == kernel_shape[-1] and not given_as_channels_first():
+        hints.append(
+            f"{x_name} looks channels-first (axis {first} has {kernel_shape[-1]} = C_in): pass "
+            f"data_format='channels_first' or move the axis, e.g. jnp.moveaxis({x_name}, "
+            f"{first}, -1)"
+        )
+    return " Likely: " + "; or ".join(hints) + "." if hints else ""
