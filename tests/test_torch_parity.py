@@ -397,6 +397,21 @@ def test_modules_walks_a_model_by_name():
     np.testing.assert_allclose(channels_first(h), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_modules_take_pytorchs_layout_with_channels_first():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ConvTranspose2d(8, 4, 2, 2)
+    )
+    layers = from_torch.modules(model, data_format="channels_first")
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    y = layers["1"](layers["0"](jnp.asarray(x)))  # NCHW in, NCHW out
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"^from_torch.module: data_format must be one of"):
+        from_torch.module(model[0], data_format="NCHW")
+
+
 def test_module_refuses_what_is_not_a_conv():
     with pytest.raises(TypeError, match=r"from_torch.module: converts Conv1d/2d/3d .* got Linear"):
         from_torch.module(torch.nn.Linear(3, 4))

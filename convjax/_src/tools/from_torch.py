@@ -30,6 +30,7 @@ from flax import nnx
 
 from convjax._src.checks import check_int
 from convjax._src.modules import nnx as nnx_modules
+from convjax._src.ops.layout import check_data_format
 from convjax._src.spec import check_padding_mode
 
 
@@ -232,18 +233,23 @@ def _conv_base(torch_module: Any) -> str | None:
     return None
 
 
-def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.Module:
+def module(
+    torch_module: Any, *, impl: Any = "auto", dtype: Any = None, data_format: Any = "channels_last"
+) -> nnx.Module:
     """The convjax NNX layer equal to a PyTorch ``Conv{1,2,3}d`` or ``ConvTranspose{1,2,3}d``
     (or a subclass of one: a parametrised conv converts with its effective weight): the same
     options (stride, padding including ``'same'``/``'valid'``, dilation, groups, padding_mode,
     output_padding, bias) and the same weights, in the weight's dtype (bfloat16 and float16
-    included).  Inputs are channels-last: ``layer(x.permute(0, 2, 3, 1))`` for an NCHW ``x``.
+    included).  Inputs are channels-last, ``layer(x.permute(0, 2, 3, 1))`` for an NCHW ``x``,
+    or, with ``data_format="channels_first"``, in PyTorch's own layout.
 
     Args:
       torch_module: the PyTorch layer (read by attribute: torch is not imported here).  A lazy
         conv must have run one forward pass (which sets its input channels) first.
       impl: the convjax layer's formulation.
       dtype: the parameters' dtype (default: the weight's).
+      data_format: the layer's inputs and outputs, ``"channels_last"`` (default) or
+        ``"channels_first"`` (``[N, C, *spatial]``, as PyTorch's).
 
     >>> import jax.numpy as jnp, torch, convjax
     >>> conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, padding_mode="reflect")
@@ -251,12 +257,17 @@ def module(torch_module: Any, *, impl: Any = "auto", dtype: Any = None) -> nnx.M
     >>> layer(jnp.ones((1, 9, 9, 3))).shape  # channels-last
     (1, 5, 5, 8)
     """
-    return _convert("from_torch.module", torch_module, None, impl=impl, dtype=dtype)
+    return _convert(
+        "from_torch.module", torch_module, None, impl=impl, dtype=dtype, data_format=data_format
+    )
 
 
-def _convert(op: str, m: Any, name: str | None, *, impl: Any, dtype: Any) -> nnx.Module:
+def _convert(
+    op: str, m: Any, name: str | None, *, impl: Any, dtype: Any, data_format: Any
+) -> nnx.Module:
     """:func:`module` for ``m``, the layer called ``name`` in a model (None for a lone layer);
     errors name ``op`` and the layer."""
+    check_data_format(op, data_format)
     kind = _conv_base(m)
     layer_name = type(m).__name__
     where = layer_name if name is None else f"layer {name!r} ({layer_name})"
@@ -289,6 +300,7 @@ def _convert(op: str, m: Any, name: str | None, *, impl: Any, dtype: Any) -> nnx
         use_bias=m.bias is not None,
         param_dtype=dtype or weight.dtype,
         impl=impl,
+        data_format=data_format,
         rngs=nnx.Rngs(0),
     )
     padding_value = _padding(label, m.padding)
@@ -313,7 +325,9 @@ def _convert(op: str, m: Any, name: str | None, *, impl: Any, dtype: Any) -> nnx
     return layer
 
 
-def modules(torch_model: Any, *, impl: Any = "auto", dtype: Any = None) -> dict[str, nnx.Module]:
+def modules(
+    torch_model: Any, *, impl: Any = "auto", dtype: Any = None, data_format: Any = "channels_last"
+) -> dict[str, nnx.Module]:
     """Every conv layer of a PyTorch model (subclasses of the conv classes included), by its name
     in ``named_modules()``, as the convjax layer :func:`module` makes of it.  Other layers
     (norms, activations, linear) are skipped: they are not convolutions.  A lazy conv that has
@@ -332,7 +346,7 @@ def modules(torch_model: Any, *, impl: Any = "auto", dtype: Any = None) -> dict[
             f"{type(torch_model).__name__}."
         )
     return {
-        name: _convert(op, child, name, impl=impl, dtype=dtype)
+        name: _convert(op, child, name, impl=impl, dtype=dtype, data_format=data_format)
         for name, child in torch_model.named_modules()
         if _conv_base(child) is not None
     }
