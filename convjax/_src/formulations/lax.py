@@ -201,10 +201,10 @@ class LaxBackend(AcceptsAll):
         return out
 
 
-# XLA:CPU's convolution miscomputes outputs (silently) once an axis's padding or dilated window
-# spans about 2**25 positions, with more than one channel: a window of 2 dilated by 2**24 − 2 over
-# 3 inputs padded by as much, strides 2**23, reads 0 where the sum is 11 (float32 counts
-# positions exactly only up to 2**24).  No useful convolution comes near; such specs run on the
+# XLA:CPU's float32 convolution miscomputes outputs (silently) when an axis's padding or dilated
+# window spans 2**24 positions or so, with more than one channel: a window of 2 dilated by
+# 2**24 − 2 over 3 inputs padded by as much, strides 2**23, reads 0 where the sum is 11 (the
+# same with 2**23 − 2 is right).  No useful convolution comes near; such specs run on the
 # explicit gather, which indexes rather than pads.
 MISCOMPUTED_SPAN = 2**24
 

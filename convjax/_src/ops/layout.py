@@ -35,12 +35,10 @@ def check_data_format(op: str, data_format: Any) -> str:
     return data_format
 
 
-def to_channels_last(op: str, x: Any, ndim: int, data_format: str, name: str = "x") -> Any:
-    """``x`` (the argument ``name``) in ``data_format`` as channels-last (``x`` itself when it
-    already is)."""
+def to_channels_last(op: str, x: Any, ndim: int, data_format: str) -> Any:
+    """``x`` in ``data_format`` as channels-last (``x`` itself when it already is)."""
     if check_data_format(op, data_format) == "channels_last":
         return x
-    check_arrays(op, **{name: x})
     if jnp.ndim(x) < ndim + 1:
         raise ValueError(
             f"{op}: with data_format='channels_first' the input must be [*batch, C, *spatial] "
@@ -71,7 +69,8 @@ def accepts_data_format(spatial_ndim: Callable[[dict[str, Any]], int]):
                 ndim = spatial_ndim(bound.arguments)
             except (AttributeError, TypeError):  # a malformed kernel: the function says why
                 return fn(*args, **kwargs)
-            x = to_channels_last(op, bound.arguments[first], ndim, data_format, first)
+            check_arrays(op, **{first: bound.arguments[first]})  # as the function would
+            x = to_channels_last(op, bound.arguments[first], ndim, data_format)
             bound.arguments[first] = x
             with given_channels_first():  # errors show x as passed
                 result = fn(*bound.args, **bound.kwargs)
