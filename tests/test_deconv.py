@@ -613,3 +613,30 @@ K = jnp.zeros((3, 3, 3, 3), jnp.float32)
 def test_errors(y, kernel, options, error, match):
     with pytest.raises(error, match=match):
         convjax.deconvolve(y, kernel, **options)
+
+
+@pytest.mark.parametrize("method", ["lsq", "wiener"])
+@pytest.mark.parametrize("scale", [1e-10, 1e10, 1e-20, 1e20])
+def test_the_solution_does_not_depend_on_units(method, scale):
+    """float32 sums of squares underflowed (a kernel of 1e-8: the solve stopped at x = 0)."""
+    x = jax.random.normal(jax.random.key(0), (8, 1), jnp.float32)
+    kernel = jnp.asarray([0.2, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
+    options = dict(padding="SAME", padding_mode="circular", method=method)
+    y = convjax.conv(x, kernel, padding="SAME", padding_mode="circular")
+    small, info = convjax.deconvolve(y * scale, kernel * scale, return_info=True, **options)
+    np.testing.assert_allclose(small, x, atol=2e-6)
+    assert float(info.residual) < 1e-5
+    if abs(math.log10(scale)) <= 10:  # λ·scale² still a normal float32
+        lam = 0.05  # λ is in the kernel's units squared
+        reference = convjax.deconvolve(y, kernel, regularization=lam, **options)
+        scaled = convjax.deconvolve(y, kernel * scale, regularization=lam * scale**2, **options)
+        np.testing.assert_allclose(scaled * scale, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lsq", "wiener"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_kernel_gives_nan_never_a_confident_zero(method, bad):
+    y = jnp.ones((8, 1), jnp.float32)
+    kernel = jnp.asarray([bad, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
+    x = convjax.deconvolve(y, kernel, padding="SAME", padding_mode="circular", method=method)
+    assert bool(jnp.all(jnp.isnan(x)))

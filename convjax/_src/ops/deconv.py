@@ -200,6 +200,13 @@ def deconvolve(
     check_dtypes(op, y.dtype, kernel.dtype, x_name="y")
     if dtype_kind(y.dtype) == "int":  # a least-squares solution is not an integer one
         y, kernel = y.astype(_inexact(y.dtype)), kernel.astype(_inexact(y.dtype))
+    # Solved in units of their largest magnitudes, with λ in the kernel's units squared: the
+    # same x, but sums of squares that neither underflow nor overflow in float32 (a kernel of
+    # 1e-8 made ⟨p, Ap⟩ zero, and the solve stopped at x = 0).
+    y_scale, kernel_scale = _magnitude(y), _magnitude(kernel)
+    units = (y_scale / kernel_scale).astype(y.dtype)
+    y, kernel = y / y_scale.astype(y.dtype), kernel / kernel_scale.astype(kernel.dtype)
+    regularization = regularization / kernel_scale / kernel_scale  # no underflowing square
     if method == "wiener":
         wiener = functools.partial(
             _wiener,
@@ -212,14 +219,25 @@ def deconvolve(
         iterations = jnp.zeros((), jnp.int32)
     else:
         x, iterations = _lsq(y, kernel, operator, regularization, tol, max_iters, precision)
+    # A non-finite weight has no inverse: its NaN reaches every output, as no zero may hide it.
+    x = jnp.where(jnp.all(jnp.isfinite(kernel)), x, jnp.full_like(x, jnp.nan))
     if not return_info:
-        return x
+        return x * units
     ndim = operator.spec.ndim
     axes = tuple(range(y.ndim - ndim - 1, y.ndim))
-    misfit = operator.forward(x, kernel, precision=precision) - y
+    misfit = operator.forward(x, kernel, precision=precision) - y  # in the solve's units
     misfit, scale = _squared_norm(misfit, axes), _squared_norm(y, axes)
     residual = jnp.sqrt(misfit / jnp.where(scale > 0, scale, jnp.ones_like(scale)))
-    return x, DeconvolveInfo(iterations, residual)
+    return x * units, DeconvolveInfo(iterations, residual)
+
+
+def _magnitude(a) -> jax.Array:
+    """The largest finite ``|a|`` (1 where there is none, or it is 0), a constant to
+    differentiation."""
+    size = jnp.abs(a)
+    largest = jnp.max(jnp.where(jnp.isfinite(size), size, 0), initial=0)
+    largest = jnp.where(largest > 0, largest, jnp.ones_like(largest))
+    return lax.stop_gradient(largest)
 
 
 def _inexact(dtype) -> np.dtype:
