@@ -367,3 +367,12 @@ def test_transposed_and_depthwise_layout_hints():
     with pytest.raises(ValueError) as error:  # a plain mismatch: no layout to blame
         convjax.depthwise_conv(jnp.ones((1, 5, 5, 16)), jnp.ones((3, 3, 1, 12)))
     assert "Likely" not in str(error.value)
+
+
+def test_transposes_jax_takes_refuse_integers_and_booleans_by_name():
+    patches = convjax.unfold(jnp.ones((5, 5, 3), bool), (3, 3))
+    with pytest.raises(TypeError, match=r"^fold: patches must be a floating .* got 'bool'"):
+        convjax.fold(patches, (5, 5, 3), (3, 3))
+    x, kernel = jnp.ones((4, 1), jnp.int32), jnp.ones((4, 3, 1, 1), jnp.int32)
+    with pytest.raises(TypeError, match=r"^local_conv_transpose: x must have a floating .*int32"):
+        convjax.local_conv_transpose(x, kernel)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax._src import halo
-from convjax._src.checks import check_arrays, check_shape, op_name, reported_as
+from convjax._src.checks import check_arrays, check_dtype, check_shape, op_name, reported_as
 from convjax._src.formulations import gather, taps
 from convjax._src.formulations.base import pad
 from convjax._src.ops.layout import DataFormat, accepts_data_format
@@ -119,6 +119,8 @@ def fold(
     """
     op = "fold"
     check_arrays(op, patches=patches)
+    # fold is JAX's transpose of unfold, and JAX transposes floating and complex functions only.
+    check_dtype(op, "patches", patches.dtype, optional=False, kinds=("float", "complex"))
     input_shape = check_shape(op, "input_shape", input_shape)
     x = jax.ShapeDtypeStruct(
         input_shape, patches.dtype, sharding=halo.sharding_like(patches, input_shape)
