@@ -125,3 +125,33 @@ def test_integer_convolutions_are_timed_without_gradients(cache):
     assert back.dtype == jnp.int32
     with convjax.autotune.enable():
         assert convjax.conv(x, k, padding=1).dtype == jnp.int8
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda record: record | {"choice": "fft"},  # fft refuses strides: not a candidate
+        lambda record: [1, 2, 3],
+        lambda record: record | {"timings_ms": "fast"},
+        lambda record: record | {"timings_ms": {"taps": "1"}},
+    ],
+)
+def test_a_cache_record_that_does_not_fit_the_case_is_timed_again(cache, monkeypatch, tamper):
+    from convjax._src.formulations import autotune
+
+    monkeypatch.setattr(autotune, "_choices", {})  # timed here, written to this cache
+    first = chosen(strides=2)
+    (path,) = cache.glob("*.json")
+    path.write_text(json.dumps(tamper(json.loads(path.read_text()))))
+    monkeypatch.setattr(autotune, "_choices", {})  # a new process, as far as memory goes
+    again = chosen(strides=2)
+    assert again != "fft" and again in {"lax", "gather", "taps", "planes"}
+    assert "timed" in convjax.autotune.summary()
+    assert first in {"lax", "gather", "taps", "planes"}
+
+
+def test_switches_take_bools_only():
+    with pytest.raises(TypeError, match=r"^autotune.enable: on must be a bool, got 'no'"):
+        convjax.autotune.enable(on="no")
+    with pytest.raises(TypeError, match=r"^AutotuneBackend: transposed must be a bool"):
+        AutotuneBackend(transposed="yes")

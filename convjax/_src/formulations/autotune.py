@@ -74,8 +74,10 @@ def enable(*, on: bool = True) -> contextlib.AbstractContextManager[None]:
     >>> convjax.autotune.enabled()
     False
     """
+    if not isinstance(on, bool | np.bool_):
+        raise TypeError(f"autotune.enable: on must be a bool, got {on!r}.")
     previous = _state["enabled"]
-    _state["enabled"] = on
+    _state["enabled"] = bool(on)
     return _restoring(previous)
 
 
@@ -144,6 +146,10 @@ class AutotuneBackend(Chooses):
     accepts: ClassVar[str] = "every convolution"
     description: ClassVar[str] = "the fastest of the others, timed on this machine and cached"
 
+    def __post_init__(self):
+        if not isinstance(self.transposed, bool | np.bool_):
+            raise TypeError(f"AutotuneBackend: transposed must be a bool, got {self.transposed!r}.")
+
     def choose(self, spec, x_shape, kernel_shape, dtype="float32") -> Backend:
         """The formulation this convolution runs on."""
         return CHOICES[tuned(spec, tuple(x_shape), tuple(kernel_shape), dtype, self.transposed)]
@@ -167,7 +173,7 @@ def tuned(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> str
     with _lock:
         if key in _choices:
             return _choices[key]["choice"]
-    record = _read(key, described)
+    record = _read(key, described, _candidates(spec, x_shape, kernel_shape, dtype))
     if record is None:
         with concurrent.futures.ThreadPoolExecutor(1) as thread:  # outside the user's trace
             timings = thread.submit(_time, spec, x_shape, kernel_shape, dtype, transposed).result()
@@ -188,13 +194,32 @@ def tuned(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> str
     return record["choice"]
 
 
-def _read(key: str, described: dict[str, Any]) -> dict[str, Any] | None:
+def _candidates(spec: ConvSpec, x_shape, kernel_shape, dtype) -> list[str]:
+    """The formulations that accept this convolution in this dtype."""
+    return [
+        name
+        for name, backend in CHOICES.items()
+        if dtype_kind(dtype) in getattr(backend, "kinds", DTYPE_KINDS)
+        and not backend.refuses(spec, x_shape, kernel_shape)
+    ]
+
+
+def _read(key: str, described: dict[str, Any], candidates: list[str]) -> dict[str, Any] | None:
+    """The cached record for ``key``, if it is one: an object for this convolution whose choice
+    accepts it and whose timings are numbers (anything else is timed again)."""
     path = cache_dir() / f"{key}.json"
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("key") != described or record.get("choice") not in CHOICES:
+    if not isinstance(record, dict) or record.get("key") != described:
+        return None
+    timings = record.get("timings_ms")
+    if record.get("choice") not in candidates or not isinstance(timings, dict):
+        return None
+    if record["choice"] not in timings or not all(
+        isinstance(ms, int | float) and not isinstance(ms, bool) for ms in timings.values()
+    ):
         return None
     return record | {"source": "cache"}
 
@@ -221,12 +246,10 @@ def _time(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> dic
     data_shape = (x_shape[0], *out, kernel_shape[-1]) if transposed else x_shape
     data = jax.random.normal(keys[0], data_shape, jnp.float32).astype(dtype)
     kernel = jax.random.normal(keys[1], kernel_shape, jnp.float32).astype(dtype)
-    programs = {}
-    for name, backend in CHOICES.items():
-        kinds = getattr(backend, "kinds", DTYPE_KINDS)
-        if dtype_kind(dtype) not in kinds or backend.refuses(spec, x_shape, kernel_shape):
-            continue
-        programs[name] = _step(backend, spec, x_shape, transposed)
+    programs = {
+        name: _step(CHOICES[name], spec, x_shape, transposed)
+        for name in _candidates(spec, x_shape, kernel_shape, dtype)
+    }
     for program in programs.values():  # compile and warm up
         jax.block_until_ready(program(data, kernel))
     times: dict[str, list[float]] = {name: [] for name in programs}
