@@ -179,3 +179,11 @@ def test_an_xdist_worker_ignores_sigint_once_its_tests_are_done():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_find_names_what_it_has_when_asked_for_what_it_lacks():
+    table = convjax.explain_padding(5, 3)
+    with pytest.raises(ValueError, match=r"^PaddingExplanation.find: library must be one of"):
+        table.find("Foo", "bar")
+    with pytest.raises(ValueError, match=r"PyTorch has no convention 'bar'; its spellings are"):
+        table.find("PyTorch", "bar")

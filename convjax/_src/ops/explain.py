@@ -54,7 +54,16 @@ class PaddingExplanation:
         for c in self.conventions:
             if c.library == library and c.spelling == spelling:
                 return c
-        raise KeyError(f"explain_padding: no convention {spelling!r} of {library!r}.")
+        libraries = sorted({c.library for c in self.conventions})
+        if library not in libraries:
+            raise ValueError(
+                f"PaddingExplanation.find: library must be one of {libraries}, got {library!r}."
+            )
+        spellings = [c.spelling for c in self.conventions if c.library == library]
+        raise ValueError(
+            f"PaddingExplanation.find: {library} has no convention {spelling!r}; its spellings "
+            f"are {spellings}."
+        )
 
     def __str__(self) -> str:
         same = self.find("convjax", 'padding="SAME"')
