@@ -425,3 +425,15 @@ def test_saving_makes_missing_folders_and_draws_the_frames_asked_for(tmp_path):
     assert Image.open(path).n_frames == 3 and seen == [(1, 3), (2, 3), (3, 3)]
     player = anim.to_html(frames=range(0, 10, 3))
     assert player.count("iVBOR") == 5 and "4 of 10 steps, evenly spaced" in player
+
+
+def test_picture_options_are_checked_by_name(tmp_path):
+    for cell in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match=r"^viz.local_kernels: cell must be"):
+            viz.local_kernels((4, 4), (3, 3), cell=cell)
+    with pytest.raises(ValueError, match=r"^viz.local_kernels: the output would be empty"):
+        viz.local_kernels((2, 2), (3, 3))
+    anim = viz.animate((5, 1), (3, 1, 1))
+    with pytest.raises(TypeError, match=r"^viz.Animation.save: progress must be None or"):
+        anim.save(tmp_path / "a.gif", progress=5)
+    assert not (tmp_path / "a.gif").exists()

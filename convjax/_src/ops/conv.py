@@ -270,10 +270,11 @@ def index_map(
     >>> m.axes[0].position.tolist(), m.axes[0].index.tolist()
     ([[-1, 0, 1], [1, 2, 3], [3, 4, 5]], [[1, 0, 1], [1, 2, 3], [3, 4, 3]])
     """
-    input_shape = check_shape("index_map", "input_shape", input_shape)
-    kernel_shape = check_shape("index_map", "kernel_shape", kernel_shape)
+    op = op_name("index_map")
+    input_shape = check_shape(op, "input_shape", input_shape)
+    kernel_shape = check_shape(op, "kernel_shape", kernel_shape)
     spec = geometry(
-        "index_map",
+        op,
         input_shape,
         kernel_shape,
         strides=strides,

@@ -206,6 +206,7 @@ class Animation:
         op = "viz.Animation.save"
         path = check_path(op, path)
         fps = _check_fps(op, fps)
+        _check_progress(op, progress)
         if path.suffix.lower() == ".png":
             frames = self._sheet_frames(op, frames)
         else:
@@ -246,6 +247,7 @@ class Animation:
         Options as for :meth:`save`."""
         op = "viz.Animation.to_html"
         fps = _check_fps(op, fps)
+        _check_progress(op, progress)
         frames = self._frames(op, frames, max_frames)
         drawing = _Drawing(self, _metrics(op, **style), frames)
         return self._player(drawing, frames, fps, progress)
@@ -824,6 +826,11 @@ def _positive(op: str, name: str, value: Any) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{op}: {name} must be a finite number > 0, got {value!r}.")
     return float(value)
+
+
+def _check_progress(op: str, progress: Any) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"{op}: progress must be None or progress(done, total), got {progress!r}.")
 
 
 # The slowest frame rate drawn: a GIF frame lasts at most 655.35 s (a 16-bit count of 1/100 s).

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from convjax._src.checks import check_int, check_shape
+from convjax._src.checks import check_int, check_real, check_shape, reported_as
 from convjax._src.ops.conv import index_map
 from convjax._src.spec import Padding, PaddingMode
 
@@ -58,22 +58,25 @@ def local_kernels(
     >>> [ax.get_title().splitlines()[0] for ax in fig.axes]
     ['input x, padded: 7x7', 'kernel: one 3x3 kernel per output', 'output y: 3x3']
     """
-    op = "local_kernels"
+    op = "viz.local_kernels"
     input_shape = check_shape(op, "input_shape", input_shape)
     window = check_shape(op, "window", window)
+    if check_real(op, "cell", cell) == 0:
+        raise ValueError(f"{op}: cell must be > 0 (inches), got {cell!r}.")
     if len(input_shape) != 2 or len(window) != 2:
         raise ValueError(
             f"{op}: draws 2-d convolutions: input_shape and window need 2 entries each, got "
             f"input_shape {input_shape} and window {window}."
         )
-    plan = index_map(
-        (*input_shape, 1),
-        (*window, 1, 1),
-        strides=strides,
-        padding=padding,
-        dilation=dilation,
-        padding_mode=padding_mode,
-    )
+    with reported_as(op):
+        plan = index_map(
+            (*input_shape, 1),
+            (*window, 1, 1),
+            strides=strides,
+            padding=padding,
+            dilation=dilation,
+            padding_mode=padding_mode,
+        )
     out = plan.output_spatial
     if np.prod(out) > MAX_OUTPUTS:
         raise ValueError(
