@@ -437,3 +437,16 @@ def test_picture_options_are_checked_by_name(tmp_path):
     with pytest.raises(TypeError, match=r"^viz.Animation.save: progress must be None or"):
         anim.save(tmp_path / "a.gif", progress=5)
     assert not (tmp_path / "a.gif").exists()
+
+
+def test_values_and_figure_options_are_checked_and_full_shapes_taken():
+    with pytest.raises(TypeError, match=r"^viz.figure: .*unknown option\(s\) \['foo'\]"):
+        viz.figure((5, 5, 1), (3, 3, 1, 1), foo=1)
+    for x in (np.full((3, 3), "a"), np.ones((3, 3)) * 1j):
+        with pytest.raises(TypeError, match=r"^viz.animate: values must be real numbers"):
+            viz.animate((3, 3, 1), (2, 2, 1, 1), values=(x, np.ones((2, 2))))
+    x, kernel = np.arange(9.0).reshape(3, 3), np.arange(4.0).reshape(2, 2)
+    full = viz.animate((3, 3, 1), (2, 2, 1, 1), values=(x[..., None], kernel[..., None, None]))
+    spatial = viz.animate((3, 3, 1), (2, 2, 1, 1), values=(x, kernel))
+    for a, b in zip(full.values, spatial.values, strict=True):
+        np.testing.assert_array_equal(a, b)

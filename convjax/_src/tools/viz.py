@@ -30,6 +30,7 @@ import base64
 import dataclasses
 import functools
 import html
+import inspect
 import io
 import itertools
 import json
@@ -431,6 +432,11 @@ def figure(
     >>> type(sheet).__name__, sheet._repr_png_()[:4]
     ('Figure', b'\\x89PNG')
     """
+    unknown = sorted(set(options) - set(inspect.signature(animate).parameters))
+    if unknown:
+        raise TypeError(
+            f"viz.figure: takes animate's options and frames; unknown option(s) {unknown}."
+        )
     return animate(input_shape, kernel_shape, **options)._sheet("viz.figure", frames, {})
 
 
@@ -605,10 +611,19 @@ def _values(op, values, input_shape, kernel_shape) -> tuple[np.ndarray, np.ndarr
             np.arange(math.prod(window)).reshape(window) % 3,
         )
     x, kernel = (np.asarray(v) for v in values)
+    for name, array in (("x", x), ("kernel", kernel)):
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise TypeError(
+                f"{op}: values must be real numbers (one channel's x and kernel, written in "
+                f"the cells), got {name} of dtype {array.dtype}."
+            )
+    # One channel's numbers: the full shapes, their channel axes of size 1, are taken too.
+    x = x.reshape(spatial) if x.shape == (*spatial, 1) else x
+    kernel = kernel.reshape(window) if kernel.shape == (*window, 1, 1) else kernel
     if x.shape != spatial or kernel.shape != window:
         raise ValueError(
-            f"{op}: values must be (x, kernel) of the spatial shapes {spatial} and {window}, "
-            f"got {x.shape} and {kernel.shape}."
+            f"{op}: values must be (x, kernel) of the spatial shapes {spatial} and {window} "
+            f"(or {(*spatial, 1)} and {(*window, 1, 1)}), got {x.shape} and {kernel.shape}."
         )
     return x, kernel
 
