@@ -127,7 +127,10 @@ def deconvolve(
     ``y`` and ``kernel`` share a floating, complex or integer dtype.  Complex ones are solved in
     complex arithmetic (the full DFT for Wiener, conjugated inner products for ``"lsq"``).
     Integers are computed and returned in floating point, as :func:`jax.numpy.linalg.solve`
-    does: float32 for integers of up to 32 bits, float64 for 64-bit ones.
+    does: float32 for integers of up to 32 bits, float64 for 64-bit ones.  Both methods solve in
+    the units of ``y``'s and the kernel's largest finite magnitudes (``λ`` in the kernel's units
+    squared), so the answer does not depend on the units; a kernel with a non-finite weight has
+    no inverse, and every output is NaN.
 
     Both methods jit.  Both are differentiable in ``y``, ``kernel`` and ``regularization``:
     ``"wiener"`` directly, ``"lsq"`` by implicit differentiation of the normal equations
