@@ -450,3 +450,9 @@ def test_values_and_figure_options_are_checked_and_full_shapes_taken():
     spatial = viz.animate((3, 3, 1), (2, 2, 1, 1), values=(x, kernel))
     for a, b in zip(full.values, spatial.values, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_sampling_picture_refuses_non_finite_offsets_or_masks_by_name():
+    offsets, mask = np.zeros((1, 3, 3, 18)), np.full((1, 3, 3, 9), np.nan)
+    with pytest.raises(ValueError, match=r"^viz.deform_sampling: the mask of output \(1, 1\)"):
+        viz.deform_sampling((1, 5, 5, 1), (3, 3, 1, 1), offsets, mask=mask, output_position=(1, 1))

@@ -111,6 +111,12 @@ def deform_sampling(
     delta = delta[position].reshape(offset_groups, taps, 2)[offset_group]  # [K, (Δy, Δx)]
     if weights is not None:
         weights = weights[position].reshape(offset_groups, taps)[offset_group]
+    for name, values in (("offsets", delta), ("mask", weights)):
+        if values is not None and not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"{op}: the {name} of output {position} (offset group {offset_group}) must be "
+                f"finite to be drawn, got {values.ravel().tolist()}."
+            )
     rows = plan.axes[0].position[position[0]]
     columns = plan.axes[1].position[position[1]]
     tap = np.unravel_index(np.arange(taps), window)
