@@ -209,7 +209,9 @@ def deconvolve(
     y_scale, kernel_scale = _magnitude(y), _magnitude(kernel)
     units = (y_scale / kernel_scale).astype(y.dtype)
     y, kernel = y / y_scale.astype(y.dtype), kernel / kernel_scale.astype(kernel.dtype)
-    regularization = regularization / kernel_scale / kernel_scale  # no underflowing square
+    real = np.dtype(jnp.finfo(y.dtype).dtype)  # λ is real; at least float32, as _wiener's
+    scale = kernel_scale.astype(real if real.itemsize >= 4 else np.float32)
+    regularization = jnp.asarray(regularization, scale.dtype) / scale / scale  # no underflow
     if method == "wiener":
         wiener = functools.partial(
             _wiener,
