@@ -2,7 +2,7 @@
 
 Two profiles, chosen by ``CONVJAX_HYPOTHESIS_PROFILE``:
 
-- ``default``: hypothesis draws 15 configs per property (a fixed, derandomised set, so a run is
+- ``default``: hypothesis draws 12 configs per property (a fixed, derandomised set, so a run is
   repeatable), and XLA:CPU compiles with backend optimisation level 0 and its classic elemental
   emitters instead of the fusion emitters (the same results; most of the suite's time is
   compiling small programs, and together these compile them about twice as fast);
@@ -50,7 +50,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 hypothesis.settings.register_profile(
     "default",
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],

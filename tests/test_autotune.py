@@ -139,15 +139,15 @@ def test_integer_convolutions_are_timed_without_gradients(cache):
 def test_a_cache_record_that_does_not_fit_the_case_is_timed_again(cache, monkeypatch, tamper):
     from convjax._src.formulations import autotune
 
-    monkeypatch.setattr(autotune, "_choices", {})  # timed here, written to this cache
+    # Timing is not what this tests: a fixed result, so that no program compiles.
+    monkeypatch.setattr(autotune, "_time", lambda *_: {"lax": 1.0, "gather": 3.0, "taps": 2.0})
+    monkeypatch.setattr(autotune, "_choices", {})  # "timed" here, written to this cache
     first = chosen(strides=2)
     (path,) = cache.glob("*.json")
     path.write_text(json.dumps(tamper(json.loads(path.read_text()))))
     monkeypatch.setattr(autotune, "_choices", {})  # a new process, as far as memory goes
     again = chosen(strides=2)
-    assert again != "fft" and again in {"lax", "gather", "taps", "planes"}
-    assert "timed" in convjax.autotune.summary()
-    assert first in {"lax", "gather", "taps", "planes"}
+    assert first == again == "lax"  # timed again, not the tampered record
 
 
 def test_switches_take_bools_only():
