@@ -5,6 +5,7 @@ and trains.  Tiny sizes: the architectures take their sizes as fields."""
 import functools
 import io
 import math
+import os
 
 import jax
 import numpy as np
@@ -165,7 +166,17 @@ def gradient_over_forward(arch: models.Architecture, F: models.Framework) -> flo
     return flops[0] / flops[1]
 
 
-@pytest.mark.parametrize("name", list(models.ARCHITECTURES))
+# Every architecture in the thorough profile; by default the four whose layers recomputed
+# their forwards before (depthwise, grouped, transposed, a 1-d residual stack): compiling all
+# eight is a tenth of the default run.
+RECOMPUTATION_CHECKED = (
+    list(models.ARCHITECTURES)
+    if os.environ.get("CONVJAX_HYPOTHESIS_PROFILE") == "thorough"
+    else ["convnext", "resnext", "unet", "tcn"]
+)
+
+
+@pytest.mark.parametrize("name", RECOMPUTATION_CHECKED)
 def test_the_gradient_of_a_model_does_not_recompute_its_forward(name):
     """The benchmark's sizes, on the default path: a convolution's two gradients cost about
     twice its forward, so a model's gradient program about 3× its loss; a forward tap sum fused
