@@ -249,14 +249,7 @@ def _channels_first_hint(
         )
     layouts = []  # (x's spatial sizes under this reading, hint)
     if x_first and x_shape[first] == expected:
-        layouts.append(
-            (
-                x_shape[first + 1 :],
-                f"x looks channels-first (axis {first} has {expected} = C_in): convjax is "
-                f"channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or "
-                f"move the axis, e.g. jnp.moveaxis(x, {first}, -1)",
-            )
-        )
+        layouts.append((x_shape[first + 1 :], channels_first_hint("x", first, expected)))
     if last * groups == c_in and last != per_group:
         layouts.append(
             (
@@ -283,9 +276,21 @@ def _channels_first_hint(
             f"x looks channels-last (its last axis has {expected} = C_in) while "
             f"data_format='channels_first' reads C_in from axis {first}: drop data_format"
         )
-    if not hints:
-        return ""
-    return " Likely: " + "; or ".join(hints) + "."
+    return likely(hints)
+
+
+def channels_first_hint(name: str, axis: int, channels: int) -> str:
+    """The hint that ``name`` looks channels-first: its ``axis`` has the ``channels`` expected."""
+    return (
+        f"{name} looks channels-first (axis {axis} has {channels} = C_in): convjax is "
+        f"channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or move the "
+        f"axis, e.g. jnp.moveaxis({name}, {axis}, -1)"
+    )
+
+
+def likely(hints: Sequence[str]) -> str:
+    """``hints`` as the sentence an error message ends with (nothing where there is none)."""
+    return " Likely: " + "; or ".join(hints) + "." if hints else ""
 
 
 def make_spec(

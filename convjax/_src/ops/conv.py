@@ -25,7 +25,7 @@ from convjax._src.checks import (
 from convjax._src.formulations import Backend, Impl, gather
 from convjax._src.ops.apply import apply
 from convjax._src.ops.layout import accepts_data_format, kernel_ndim
-from convjax._src.spec import ConvSpec, Padding, PaddingMode
+from convjax._src.spec import ConvSpec, Padding, PaddingMode, channels_first_hint, likely
 from convjax._src.spec import make_spec as geometry
 
 
@@ -213,11 +213,8 @@ def _depthwise_layout_hint(x_shape: Sequence[int], kernel_shape: tuple[int, ...]
     first = len(x_shape) - ndim - 1
     fits = first >= 0 and kernel_shape[-2] == 1 and x_shape[first] not in (0, c_in)
     if fits and kernel_shape[-1] % x_shape[first] == 0 and not given_as_channels_first():
-        hints.append(
-            f"x looks channels-first (axis {first} has {x_shape[first]} channels): pass "
-            f"data_format='channels_first' or move the axis, e.g. jnp.moveaxis(x, {first}, -1)"
-        )
-    return " Likely: " + "; or ".join(hints) + "." if hints else ""
+        hints.append(channels_first_hint("x", first, x_shape[first]))
+    return likely(hints)
 
 
 def output_shape(

@@ -45,7 +45,9 @@ from convjax._src.spec import (
     ConvSpec,
     Padding,
     PaddingMode,
+    channels_first_hint,
     conv_options,
+    likely,
     make_spec,
     split_shapes,
 )
@@ -445,9 +447,5 @@ def _transposed_layout_hint(x_shape, kernel_shape, ndim: int, x_name: str) -> st
         )
     first = len(x_shape) - ndim - 1
     if first >= 0 and x_shape[first] == kernel_shape[-1] and not given_as_channels_first():
-        hints.append(
-            f"{x_name} looks channels-first (axis {first} has {kernel_shape[-1]} = C_in): pass "
-            f"data_format='channels_first' or move the axis, e.g. jnp.moveaxis({x_name}, "
-            f"{first}, -1)"
-        )
-    return " Likely: " + "; or ".join(hints) + "." if hints else ""
+        hints.append(channels_first_hint(x_name, first, kernel_shape[-1]))
+    return likely(hints)
