@@ -83,13 +83,19 @@ MODELS = [
 ]
 
 
-WIENER_CASES = [
-    pytest.param(*channels, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{name}")
-    for i, channels in enumerate(CHANNELS)
-    for model in MODELS
-    for dtype, name in ((np.float64, "float64"), (np.float32, "float32"))
-    if dtype == np.float64 or model is MODELS[0]
-]
+def wiener_cases(channels, wide, narrow):
+    """Every channel layout under every model in the ``wide`` dtype, and under the first model
+    in the ``narrow`` one too."""
+    return [
+        pytest.param(*c, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{dtype}")
+        for i, c in enumerate(channels)
+        for model in MODELS
+        for dtype in (wide, narrow)
+        if dtype == wide or model is MODELS[0]
+    ]
+
+
+WIENER_CASES = wiener_cases(CHANNELS, "float64", "float32")
 
 
 @pytest.mark.parametrize("ndim, x_shape, c, c_out, groups, model, dtype", WIENER_CASES)
@@ -364,13 +370,7 @@ def test_lsq_on_a_strided_conv_is_the_minimum_norm_solution(x_shape, kernel_shap
 
 # -- complex and integer dtypes -------------------------------------------------------------------
 
-COMPLEX = [
-    pytest.param(*channels, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{name}")
-    for i, channels in enumerate(CHANNELS[:3])
-    for model in MODELS
-    for dtype, name in ((np.complex128, "complex128"), (np.complex64, "complex64"))
-    if dtype == np.complex128 or model is MODELS[0]
-]
+COMPLEX = wiener_cases(CHANNELS[:3], "complex128", "complex64")
 
 
 @pytest.mark.parametrize("ndim, x_shape, c, c_out, groups, model, dtype", COMPLEX)
