@@ -203,9 +203,9 @@ def deconvolve(
     check_dtypes(op, y.dtype, kernel.dtype, x_name="y")
     if dtype_kind(y.dtype) == "int":  # a least-squares solution is not an integer one
         y, kernel = y.astype(_inexact(y.dtype)), kernel.astype(_inexact(y.dtype))
-    # Solved in units of their largest magnitudes, with λ in the kernel's units squared: the
-    # same x, but sums of squares that neither underflow nor overflow in float32 (a kernel of
-    # 1e-8 made ⟨p, Ap⟩ zero, and the solve stopped at x = 0).
+    # Solved in units of their largest magnitudes (powers of two), with λ in the kernel's units
+    # squared: the same x, but sums of squares that neither underflow nor overflow in float32 (a
+    # kernel of 1e-8 made ⟨p, Ap⟩ zero, and the solve stopped at x = 0).
     y_scale, kernel_scale = _magnitude(y), _magnitude(kernel)
     units = (y_scale / kernel_scale).astype(y.dtype)
     y, kernel = y / y_scale.astype(y.dtype), kernel / kernel_scale.astype(kernel.dtype)
@@ -237,12 +237,14 @@ def deconvolve(
 
 
 def _magnitude(a) -> jax.Array:
-    """The largest finite ``|a|`` (1 where there is none, or it is 0), a constant to
-    differentiation."""
+    """The power of two nearest above the largest finite ``|a|`` (1 where there is none, or it
+    is 0), a constant to differentiation.  Dividing by a power of two is exact, so the solve in
+    these units computes the same numbers as in the caller's, bit for bit, wherever those
+    neither underflow nor overflow."""
     size = jnp.abs(a)
     largest = jnp.max(jnp.where(jnp.isfinite(size), size, 0), initial=0)
-    largest = jnp.where(largest > 0, largest, jnp.ones_like(largest))
-    return lax.stop_gradient(largest)
+    _, exponent = jnp.frexp(jnp.where(largest > 0, largest, jnp.ones_like(largest)))
+    return lax.stop_gradient(jnp.ldexp(jnp.ones_like(largest), exponent))
 
 
 def _inexact(dtype) -> np.dtype:
