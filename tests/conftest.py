@@ -64,6 +64,12 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile(PROFILE)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``slow`` run first, so that the workers share out the short ones at the end
+    and finish together instead of one waiting on the other's last long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionfinish(session):
     """An xdist worker ignores SIGINT once its tests are done, so a passing run ends cleanly.
 

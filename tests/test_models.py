@@ -176,6 +176,7 @@ RECOMPUTATION_CHECKED = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECOMPUTATION_CHECKED)
 def test_the_gradient_of_a_model_does_not_recompute_its_forward(name):
     """The benchmark's sizes, on the default path: a convolution's two gradients cost about

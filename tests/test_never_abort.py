@@ -19,6 +19,7 @@ SCRIPT = pathlib.Path(__file__).parent / "subprocess" / "sweep_aborts.py"
 RANDOM_CASES = 200 if os.environ.get("CONVJAX_HYPOTHESIS_PROFILE") == "thorough" else 6
 
 
+@pytest.mark.slow
 def test_every_public_path_compiles_without_aborting():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(RANDOM_CASES), "20261201"],

@@ -12,6 +12,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parents[1] / "notebooks").glob("*.py"
 assert NOTEBOOKS, "no notebooks found"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_and_shows_its_pictures(path, monkeypatch):
     # Agg, not the inline backend: then nothing renders a bare matplotlib Figure for the

@@ -22,6 +22,7 @@ GROUPS = (  # about equal halves
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", GROUPS)
 def test_on_eight_devices(group):
     flags = os.environ.get("XLA_FLAGS", "")

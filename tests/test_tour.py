@@ -4,9 +4,12 @@ shows each type's numbers and pictures in order."""
 import html
 import re
 
+import pytest
+
 from convjax.apps import cli, tour
 
 
+@pytest.mark.slow
 def test_tour_prints_every_section_and_both_paths_agree(capsys, tmp_path):
     assert cli.main(["tour", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

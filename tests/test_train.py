@@ -13,6 +13,7 @@ from convjax.apps import cli, train
 SMALL = dict(batch_size=8, size=16, width=8, blocks=1)
 
 
+@pytest.mark.slow
 def test_loss_falls_by_a_clear_margin(tmp_path):
     out = io.StringIO()
     result = train.train(steps=60, learning_rate=1e-2, out=out, save_to=tmp_path, **SMALL)
