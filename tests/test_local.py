@@ -428,6 +428,12 @@ X, K = jnp.zeros((2, 8, 8, 4)), jnp.zeros((6, 6, 3, 3, 4, 6))
             r"local_conv: kernel must be \[\*out_spatial, \*window, C_in // groups, C_out\], "
             r"of even rank.*got shape \(6, 3, 3, 4, 6\)",
         ),
+        (  # the kernel's shape as passed, not its shared part
+            lambda: local_conv(X, K[..., :3, :]),
+            ValueError,
+            r"local_conv: kernel.shape\[-2\] must be C_in // groups = 4 // 1 = 4, got 3 "
+            r"\(kernel shape \(6, 6, 3, 3, 3, 6\), x shape \(2, 8, 8, 4\)\)",
+        ),
         (
             lambda: local_conv(X, K[:5]),
             ValueError,

@@ -150,7 +150,21 @@ def test_pytorch_layout(size, window, stride, padding, dilation):
     "call, error, match",
     [
         (lambda: convjax.unfold(jnp.zeros((5, 2)), (3, 3)), ValueError, r"unfold: x must be"),
-        (lambda: convjax.unfold(jnp.zeros((5, 2)), (0,)), ValueError, r"unfold: window"),
+        (
+            lambda: convjax.unfold(jnp.zeros((5, 2)), (0,)),
+            ValueError,
+            r"window must be >= 1, got 0",
+        ),
+        (
+            lambda: convjax.unfold(jnp.zeros((5, 2)), (-1,)),
+            ValueError,
+            r"window must be >= 1, got -1",
+        ),
+        (
+            lambda: convjax.unfold(jnp.zeros((5, 2)), ()),
+            ValueError,
+            r"unfold: window needs one size",
+        ),
         (lambda: convjax.unfold(jnp.zeros((5, 2)), (3,), impl="fft"), ValueError, r"impl must"),
         (lambda: convjax.unfold(jnp.zeros((5, 2)), (3,), strides=0), ValueError, r"strides must"),
         (lambda: convjax.fold(jnp.zeros((3, 7)), (5, 2), (3,)), ValueError, r"fold: patches must"),

@@ -99,8 +99,8 @@ def check_real(op: str, name: str, value: Any, *, minimum: float = 0.0) -> float
     return number
 
 
-def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
-    """A shape: a sequence of non-negative ints (NumPy ints too)."""
+def check_shape(op: str, name: str, shape: Any, *, minimum: int = 0) -> tuple[int, ...]:
+    """A shape: a sequence of ints from ``minimum`` (NumPy ints too)."""
     if hasattr(shape, "shape") and np.ndim(shape) != 1:  # an array where its shape belongs
         raise TypeError(
             f"{op}: {name} must be a sequence of ints, got an array of shape "
@@ -108,7 +108,7 @@ def check_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
         )
     if isinstance(shape, str) or not isinstance(shape, Sequence | np.ndarray):
         raise TypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}.")
-    return tuple(check_int(op, name, n, minimum=0) for n in shape)
+    return tuple(check_int(op, name, n, minimum=minimum) for n in shape)
 
 
 def per_dim(

@@ -304,12 +304,15 @@ def make_spec(
     groups: int = 1,
     padding_mode: PaddingMode = "zeros",
     dilation_name: str = "dilation",
+    kernel_shown: Sequence[int] | None = None,
 ) -> ConvSpec:
     """Validate a convolution of ``x_shape`` by ``kernel_shape`` and normalise its options.
 
     ``x_shape`` is ``[*batch, *spatial, C_in]`` and ``kernel_shape`` ``[*window, C_in // groups,
     C_out]``; the number of spatial dims is ``len(kernel_shape) - 2``.  Zero-size batch dims
     and channels are allowed (the convolution is then empty or a sum of nothing).
+    ``kernel_shown`` is the kernel's shape as the caller passed it, where that is more than the
+    shared ``kernel_shape`` (a locally connected kernel), for the error messages.
     """
     ndim, window, input_spatial = split_shapes(op, x_shape, kernel_shape)
     x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
@@ -338,9 +341,10 @@ def make_spec(
             + _channels_first_hint(x_shape, kernel_shape, ndim, groups, kernel_only=True)
         )
     if expected != c_in:
+        shown = tuple(kernel_shown or kernel_shape)
         raise ValueError(
             f"{op}: kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = "
-            f"{c_in // groups}, got {c_per_group} (kernel shape {kernel_shape}, x shape "
+            f"{c_in // groups}, got {c_per_group} (kernel shape {shown}, x shape "
             f"{shown_shape(x_shape, ndim)})."
             + _channels_first_hint(x_shape, kernel_shape, ndim, groups)
         )

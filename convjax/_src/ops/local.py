@@ -185,6 +185,7 @@ def local_conv(
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
+        kernel_shown=kernel.shape,
     )
     out = spec.output_spatial(x.shape[-ndim - 1 : -1], shared[:ndim])
     if tuple(kernel.shape[:ndim]) != out:

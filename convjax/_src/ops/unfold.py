@@ -150,9 +150,9 @@ def _plan(op, x, window, strides, padding, dilation, padding_mode, impl):
     check_arrays(op, x=x)
     if impl not in UNFOLD_IMPLS:
         raise ValueError(f"{op}: impl must be one of {UNFOLD_IMPLS}, got {impl!r}.")
-    window = check_shape(op, "window", window)
+    window = check_shape(op, "window", window, minimum=1)
     ndim = len(window)
-    if not ndim or any(k < 1 for k in window):
+    if not ndim:
         raise ValueError(f"{op}: window needs one size >= 1 per spatial dim, got {window}.")
     if x.ndim < ndim + 1:
         raise ValueError(
