@@ -141,6 +141,40 @@ def test_errors_name_the_calling_function():
         convjax.GatherBackend(memory_budget=0)
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: convjax.output_shape((8, 8, 3), (3, 3, 3, 3, 4)),
+            r"^output_shape: input_shape must have rank >= 4 .* got shape \(8, 8, 3\)\.$",
+        ),
+        (
+            lambda: convjax.index_map((2, 0, 8, 3), (3, 3, 3, 4)),
+            r"^index_map: spatial sizes must be >= 1, got input_shape spatial \(0, 8\)",
+        ),
+        (
+            lambda: convjax.auto_choice((2, 8, 8, 3), (3, 3, 4, 4)),
+            r"^auto_choice: .*\(kernel shape \(3, 3, 4, 4\), input_shape \(2, 8, 8, 3\)\)",
+        ),
+        (
+            lambda: convjax.auto_choice((2, 8, 8, 3), (3, 3, 4, 4), transpose=True),
+            r"^auto_choice: kernel.shape\[-1\] must equal the channels of input_shape \(3\)",
+        ),
+        (
+            lambda: convjax.local_layer_count((2, 0, 3), (3,), 4),
+            r"^local_layer_count: spatial sizes must be >= 1, got input_shape spatial \(0,\)",
+        ),
+        (
+            lambda: convjax.fold(jnp.ones((2, 6, 6, 27)), (8, 8), (3, 3)),
+            r"^fold: input_shape must be \[\*batch, \*spatial, C\] with 2 spatial dims",
+        ),
+    ],
+)
+def test_functions_of_shapes_call_the_input_by_its_argument_name(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
 # -- porting mistakes: the hint names what is actually wrong -------------------------------------
 
 

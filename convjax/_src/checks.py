@@ -278,6 +278,31 @@ def given_as_channels_first() -> bool:
     return _CHANNELS_FIRST.get()
 
 
+_INPUT_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("convjax_input_name", default="x")
+
+
+@contextlib.contextmanager
+def input_named(name: str) -> Iterator[None]:
+    """Inside this block the input is the argument ``name`` (``"input_shape"`` for the
+    functions that take shapes), and error messages call it so instead of ``x``."""
+    token = _INPUT_NAME.set(name)
+    try:
+        yield
+    finally:
+        _INPUT_NAME.reset(token)
+
+
+def input_name() -> str:
+    """What error messages call the input: ``x``, or the name :func:`input_named` gave it."""
+    return _INPUT_NAME.get()
+
+
+def shown_input(x_shape: Sequence[int], ndim: int) -> str:
+    """``"x shape (8, 5, 5, 3)"``, or ``"input_shape (8, 5, 5, 3)"`` for a shape argument."""
+    name = input_name()
+    return f"{name}{' shape' if name == 'x' else ''} {shown_shape(x_shape, ndim)}"
+
+
 def shown_shape(x_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
     """``x``'s shape as the user passed it: channels-first inside
     :func:`given_channels_first`."""

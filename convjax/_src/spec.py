@@ -26,8 +26,9 @@ from convjax._src.checks import (
     check_int,
     check_shape,
     given_as_channels_first,
+    input_name,
     per_dim,
-    shown_shape,
+    shown_input,
     spatial_axes,
 )
 
@@ -183,13 +184,15 @@ def split_shapes(
     x_shape: Sequence[int],
     kernel_shape: Sequence[int],
     *,
-    x_name: str = "x",
+    x_name: str | None = None,
     x_layout: str = "[*batch, *spatial, C_in]",
     kernel_layout: str = "[*window, C_in // groups, C_out]",
 ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """Check the ranks and spatial sizes of ``x`` and ``kernel``; return ``(ndim, window,
-    spatial)`` with ``ndim = len(kernel_shape) - 2``."""
-    x_shape = check_shape(op, f"{x_name}.shape", x_shape)
+    spatial)`` with ``ndim = len(kernel_shape) - 2``.  ``x_name`` defaults to
+    :func:`~convjax._src.checks.input_name`."""
+    x_name = x_name or input_name()
+    x_shape = check_shape(op, x_name if x_name.endswith("shape") else f"{x_name}.shape", x_shape)
     kernel_shape = check_shape(op, "kernel.shape", kernel_shape)
     if len(kernel_shape) < 3:
         raise ValueError(
@@ -344,8 +347,8 @@ def make_spec(
         shown = tuple(kernel_shown or kernel_shape)
         raise ValueError(
             f"{op}: kernel.shape[-2] must be C_in // groups = {c_in} // {groups} = "
-            f"{c_in // groups}, got {c_per_group} (kernel shape {shown}, x shape "
-            f"{shown_shape(x_shape, ndim)})."
+            f"{c_in // groups}, got {c_per_group} (kernel shape {shown}, "
+            f"{shown_input(x_shape, ndim)})."
             + _channels_first_hint(x_shape, kernel_shape, ndim, groups)
         )
     strides, dilation = options.strides, options.dilation

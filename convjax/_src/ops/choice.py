@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from convjax._src.checks import DTYPE_KINDS, check_dtype
+from convjax._src.checks import DTYPE_KINDS, check_dtype, input_named
 from convjax._src.formulations.auto import Rule, features, rule_for
 from convjax._src.ops.conv import make_spec
 from convjax._src.ops.transpose import transpose_operator
@@ -42,10 +42,11 @@ def auto_choice(
             f"{', '.join(sorted(allowed))}."
         )
     dtype = check_dtype(op, "dtype", dtype, optional=False, kinds=DTYPE_KINDS)
-    if transpose:
-        operator = transpose_operator(op, input_shape, kernel_shape, impl="auto", **options)
-        spec, x_shape = operator.spec, operator.input_shape
-    else:
-        spec, x_shape = make_spec(op, input_shape, kernel_shape, **options), input_shape
+    with input_named("input_shape"):
+        if transpose:
+            operator = transpose_operator(op, input_shape, kernel_shape, impl="auto", **options)
+            spec, x_shape = operator.spec, operator.input_shape
+        else:
+            spec, x_shape = make_spec(op, input_shape, kernel_shape, **options), input_shape
     found = features(spec, x_shape, kernel_shape, transposed=transpose, dtype=dtype)
     return rule_for(found)

@@ -20,6 +20,7 @@ from convjax._src.checks import (
     check_preferred_element_type,
     check_shape,
     given_as_channels_first,
+    input_named,
     op_name,
 )
 from convjax._src.formulations import Backend, Impl, gather
@@ -235,16 +236,17 @@ def output_shape(
     """
     input_shape = check_shape("output_shape", "input_shape", input_shape)
     kernel_shape = check_shape("output_shape", "kernel_shape", kernel_shape)
-    spec = geometry(
-        "output_shape",
-        input_shape,
-        kernel_shape,
-        strides=strides,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-    )
+    with input_named("input_shape"):
+        spec = geometry(
+            "output_shape",
+            input_shape,
+            kernel_shape,
+            strides=strides,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
     ndim = spec.ndim
     out = spec.output_spatial(input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
     return (*input_shape[: -ndim - 1], *out, kernel_shape[-1])
@@ -270,16 +272,17 @@ def index_map(
     op = op_name("index_map")
     input_shape = check_shape(op, "input_shape", input_shape)
     kernel_shape = check_shape(op, "kernel_shape", kernel_shape)
-    spec = geometry(
-        op,
-        input_shape,
-        kernel_shape,
-        strides=strides,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-    )
+    with input_named("input_shape"):
+        spec = geometry(
+            op,
+            input_shape,
+            kernel_shape,
+            strides=strides,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
     ndim = spec.ndim
     return gather.build_index_map(spec, input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
 

@@ -78,6 +78,7 @@ from convjax._src.checks import (
     check_precision,
     check_preferred_element_type,
     check_shape,
+    input_named,
     op_name,
 )
 from convjax._src.formulations import REGISTRY, GatherBackend
@@ -596,16 +597,17 @@ def local_layer_count(
             f"{op}: groups must divide the input channels, but {groups} does not divide {c_in}."
         )
     shared = (*window, c_in // groups, out_channels)
-    spec = make_spec(
-        op,
-        input_shape,
-        shared,
-        strides=strides,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-    )
+    with input_named("input_shape"):
+        spec = make_spec(
+            op,
+            input_shape,
+            shared,
+            strides=strides,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
     out = spec.output_spatial(input_shape[-ndim - 1 : -1], window)
     kernel_shape = (*out, *shared)
     biases = {None: 0, "shared": out_channels, "local": math.prod(out) * out_channels}[bias]

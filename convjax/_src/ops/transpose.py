@@ -34,6 +34,7 @@ from convjax._src.checks import (
     check_preferred_element_type,
     dtype_kind,
     given_as_channels_first,
+    input_name,
     op_name,
     per_dim,
 )
@@ -244,7 +245,7 @@ def transpose_operator(
     groups: int = 1,
     padding_mode: PaddingMode = "zeros",
     impl: Impl = "auto",
-    x_name: str = "x",
+    x_name: str | None = None,
     shape_name: str = "output_shape",
     kernel_layout: str = TRANSPOSE_KERNEL,
 ) -> ConvOperator:
@@ -254,6 +255,7 @@ def transpose_operator(
     ``output_padding``), then builds the forward :class:`ConvSpec` with :func:`make_spec`, so the
     core checks report under ``op``.
     """
+    x_name = x_name or input_name()
     ndim, window, spatial = split_shapes(
         op,
         x_shape,

@@ -27,7 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax._src import halo
-from convjax._src.checks import check_arrays, check_dtype, check_shape, op_name, reported_as
+from convjax._src.checks import (
+    check_arrays,
+    check_dtype,
+    check_shape,
+    input_name,
+    input_named,
+    op_name,
+    reported_as,
+)
 from convjax._src.formulations import gather, taps
 from convjax._src.formulations.base import pad
 from convjax._src.ops.layout import DataFormat, accepts_data_format
@@ -135,7 +143,7 @@ def fold(
         impl=impl,
         data_format=data_format,
     )
-    with reported_as(op):  # unfold's checks, under fold's name
+    with reported_as(op), input_named("input_shape"):  # unfold's checks, under fold's names
         expected = jax.eval_shape(forward, x)
     if patches.shape != expected.shape:
         raise ValueError(
@@ -156,8 +164,8 @@ def _plan(op, x, window, strides, padding, dilation, padding_mode, impl):
         raise ValueError(f"{op}: window needs one size >= 1 per spatial dim, got {window}.")
     if x.ndim < ndim + 1:
         raise ValueError(
-            f"{op}: x must be [*batch, *spatial, C] with {ndim} spatial dims (one per window "
-            f"entry), got shape {tuple(x.shape)}."
+            f"{op}: {input_name()} must be [*batch, *spatial, C] with {ndim} spatial dims (one "
+            f"per window entry), got shape {tuple(x.shape)}."
         )
     spec = make_spec(
         op,
