@@ -460,7 +460,7 @@ def test_layer_is_normalised_frozen_and_hashable():
         (
             lambda: convjax.flop_count(Layer((9, 3, 4, 8)), (8, 8, 4)),
             ValueError,
-            r"flop_count: the output would be empty",
+            r"flop_count: layers\[0\]: the output would be empty",
         ),
         (
             lambda: convjax.flop_count(Layer((3, 3, 4, 8)), (8, 8, 4), unit="gflops"),

@@ -168,6 +168,13 @@ def test_errors_name_the_calling_function():
             lambda: convjax.fold(jnp.ones((2, 6, 6, 27)), (8, 8), (3, 3)),
             r"^fold: input_shape must be \[\*batch, \*spatial, C\] with 2 spatial dims",
         ),
+        (  # the layer whose output is empty, with the stack's input shape and axes
+            lambda: convjax.flop_count(
+                [convjax.Layer((3, 3, 3, 8)), convjax.Layer((5, 5, 8, 8))], (2, 5, 5, 3)
+            ),
+            r"^flop_count: layers\[1\]: the output would be empty: .* from input \(3, 3\) "
+            r"\(axes 1, 2 of shape \(2, 3, 3, 8\)",
+        ),
     ],
 )
 def test_functions_of_shapes_call_the_input_by_its_argument_name(call, match):

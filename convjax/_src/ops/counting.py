@@ -405,8 +405,8 @@ def flop_count(
         else:
             forward_in, forward_out = spatial, None
         spec = make_spec(
-            op,
-            (*forward_in, layer.kernel_shape[-2] * layer.groups),
+            f"{op}: {where}",
+            (*shape[: -ndim - 1], *forward_in, layer.kernel_shape[-2] * layer.groups),
             layer.kernel_shape,
             strides=layer.strides,
             padding=layer.padding,
