@@ -18,8 +18,9 @@ Transposes.  JAX transposes the matrix-product forms well (pads and products).  
 multiply-add forms this backend gives the primitive its own two transposes, because JAX's are one
 reduction per tap:
 
-- ``input_gradient``, the transposed tap sum ``Tᵀ(g, w)``: a stride-1 tap sum of the
-  zero-upsampled ``g`` with the flipped kernel (input and output channels exchanged), then the
+- ``input_gradient``, the transposed tap sum ``Tᵀ(g, w)``: a stride-1 tap sum of ``g`` with the
+  flipped kernel (input and output channels exchanged); for strided convolutions one per phase
+  (every ``s``-th input position), with the taps that land there, interleaved; then the
   transpose of the padding;
 - ``kernel_gradient``, the tap correlation ``R(x, g)[t] = Σ_o pad(x)[o·s + t·d] ⊗ g[o]``: fused
   reductions in a loop, over the images (depthwise) or over the kernel rows (narrow groups).
@@ -34,6 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import operator
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
@@ -48,7 +51,6 @@ from convjax._src.formulations.base import (
     contract,
     flipped_transposed_kernel,
     pad,
-    spread,
     transposed_kernel,
     transposed_padding,
     unpad,
@@ -213,17 +215,41 @@ def zero_padded_tap_sum(x, kernel, geometry: Geometry, low: Sequence[int], preci
 
 def transposed_tap_sum(g, kernel, geometry: Geometry, padded_spatial: Sequence[int]):
     """``Tᵀ(g, kernel)``: the cotangent of the padded input of ``T`` for output cotangent
-    ``g``, as a stride-1 tap sum over ``g`` upsampled by the strides (zeros between) and padded
-    by the dilated window (:func:`~convjax._src.formulations.base.spread`), with the flipped,
-    channel-exchanged kernel.  The inserted zeros meet every weight: for finite kernels only
-    (see :func:`scattered_tap_sum`)."""
+    ``g``, on the ``padded_spatial`` positions, by phases.
+
+    Tap ``t`` of output ``o`` lands on ``p = o·s + t·d``, whose phase ``p mod s`` along each
+    axis is ``t·d mod s``: each phase (every ``s``-th position from ``r``) is a stride-1 tap sum
+    of ``g`` with the taps of that phase, ``Σ_t g[q − (t·d − r)/s] ⊗ w[t]``, and the phases
+    interleave into the result.  Spreading ``g`` by the strides (zeros between) instead would
+    multiply ``s^ndim`` times as many values, most of them inserted zeros.  The zeros padded
+    around ``g`` still meet the weights of taps that land past its border: for finite kernels
+    only (see :func:`scattered_tap_sum`)."""
     ndim = len(geometry.window)
-    upsampled = spread(g, geometry.window, geometry.strides, geometry.dilation, padded_spatial)
-    flipped = flipped_transposed_kernel(kernel, geometry.groups)
-    stride_one = Geometry(
-        (1,) * ndim, geometry.dilation, geometry.groups, geometry.window, tuple(padded_spatial)
-    )
-    return tap_sum(upsampled, flipped, stride_one)
+    weights = transposed_kernel(kernel, geometry.groups)
+    steps = tuple(zip(geometry.window, geometry.strides, geometry.dilation, strict=True))
+    length = [-(-n // s) for n, s in zip(padded_spatial, geometry.strides, strict=True)]
+    low = [(k - 1) * d // s for k, s, d in steps]
+    config = [(lo, max(n - o, 0), 0) for lo, n, o in zip(low, length, geometry.out, strict=True)]
+    padded = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), *config, (0, 0, 0)])
+    phases = []
+    for phase in itertools.product(*(range(s) for s in geometry.strides)):
+        terms = []
+        for tap in np.ndindex(*geometry.window):
+            offsets = [t * d - r for t, (_, s, d), r in zip(tap, steps, phase, strict=True)]
+            if any(m % s for m, (_, s, _) in zip(offsets, steps, strict=True)):
+                continue  # the tap lands on another phase
+            start = [lo - m // s for lo, m, (_, s, _) in zip(low, offsets, steps, strict=True)]
+            stop = [b + n for b, n in zip(start, length, strict=True)]
+            window = lax.slice(padded, (0, *start, 0), (g.shape[0], *stop, g.shape[-1]))
+            terms.append(contract_tap(window, weights[tap], geometry.groups, None))
+        empty = jnp.zeros((g.shape[0], *length, weights.shape[-1]), g.dtype)  # no tap lands
+        phases.append(functools.reduce(operator.add, terms) if terms else empty)
+    # [*strides, B, *length, C] → [B, length_0, s_0, length_1, s_1, …, C], then interleaved.
+    y = jnp.stack(phases).reshape(*geometry.strides, *phases[0].shape)
+    order = [ndim, *(a for i in range(ndim) for a in (ndim + 1 + i, i)), 2 * ndim + 1]
+    sizes = [n * s for n, s in zip(length, geometry.strides, strict=True)]
+    y = y.transpose(order).reshape(g.shape[0], *sizes, y.shape[-1])
+    return y[(slice(None), *(slice(0, n) for n in padded_spatial), slice(None))]
 
 
 def scattered_tap_sum(
