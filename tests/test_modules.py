@@ -4,6 +4,7 @@ other, transformable (jit / grad / vmap) and serialisable."""
 import dataclasses
 import inspect
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -472,6 +473,26 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
 def test_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("case", LAYERS, ids=layer_id)
+def test_an_input_with_other_channels_is_refused_by_the_module(case):
+    """A layer built for (or initialised on) C_in channels refuses another count, naming
+    in_features, where a depthwise layer used to run with another depth multiplier."""
+    groups = case["options"].get("feature_group_count", 1)
+    other = (*case["x_shape"][:-1], case["x_shape"][-1] + groups)  # still divisible
+    x = jnp.ones(other)
+    name = case["name"]
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}: x has {other[-1]} channels, but the layer was built with in_features="
+        rf"{case['in_features']} \(x shape {re.escape(str(other))}, read as",
+    ):
+        nnx_layer(case)(x)
+    linen = linen_layer(case)
+    variables = linen.init(jax.random.key(0), inputs(case))
+    with pytest.raises(ValueError, match=rf"^{name}: x has {other[-1]} channels .* does not fit"):
+        linen.apply(variables, x)
 
 
 def test_errors_at_call_time_name_the_module():

@@ -128,7 +128,12 @@ def test_a_channels_first_input_gets_a_layout_hint():
     nchw = jnp.zeros((2, 4, 8, 8), jnp.float32)
     with pytest.raises(ValueError, match=r"x looks channels-first \(axis 1 has 4 = C_in\).*"):
         convjax.conv(nchw, K)
-    with pytest.raises(ValueError, match=r"jnp.moveaxis\(x, 1, -1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^Conv: x has 8 channels, but the layer was built with in_features=4 .* If x is "
+        r"channels-first, build the layer with data_format='channels_first' \(or pass "
+        r"jnp.moveaxis\(x, 1, -1\)\)\.$",
+    ):
         convjax.nnx.Conv(4, 6, (3, 3), rngs=nnx.Rngs(0))(nchw)
     # No hint when the shapes do not look like that.
     with pytest.raises(ValueError) as excinfo:

@@ -138,6 +138,29 @@ def reports_as_module(call: Callable) -> Callable:
     return wrapper
 
 
+def check_channels(op: str, x: Any, in_features: int, ndim: int, data_format: str) -> None:
+    """``x`` (already channels-last) has the ``in_features`` channels the layer was built for;
+    the error shows ``x`` as the user passed it, with a hint where its other layout fits."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) < ndim + 1 or shape[-1] == in_features:
+        return  # a wrong rank is the function's to report
+    first = data_format == "channels_first"
+    given = (*shape[: -ndim - 1], shape[-1], *shape[-ndim - 1 : -1]) if first else shape
+    layout = "[*batch, C, *spatial]" if first else "[*batch, *spatial, C]"
+    hint = ""
+    if not first and given[-ndim - 1] == in_features:
+        hint = (
+            " If x is channels-first, build the layer with data_format='channels_first' (or "
+            f"pass jnp.moveaxis(x, {len(shape) - ndim - 1}, -1))."
+        )
+    elif first and given[-1] == in_features:
+        hint = " If x is channels-last, build the layer without data_format."
+    raise ValueError(
+        f"{op}: x has {shape[-1]} channels, but the layer was built with in_features="
+        f"{in_features} (x shape {given}, read as {layout}).{hint}"
+    )
+
+
 def freeze(value: Any) -> Any:
     """Lists (nested too) as tuples: module options must be hashable to be static.
 

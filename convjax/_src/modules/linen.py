@@ -13,6 +13,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from flax import errors
 
 from convjax._src.modules import common
 from convjax._src.modules.layers import LAYERS, LayerDescription
@@ -52,10 +53,19 @@ class Layer(nn.Module):
             values["in_spatial"] = spatial
         out = values.get("features")
         shapes = description.shapes(description.name, x.shape[-1], out, values)
-        params = {
-            name: self.param(name, common.initializer(values, name), shape, values["param_dtype"])
-            for name, shape in shapes.items()
-        }
+        try:
+            params = {
+                name: self.param(
+                    name, common.initializer(values, name), shape, values["param_dtype"]
+                )
+                for name, shape in shapes.items()
+            }
+        except errors.ScopeParamShapeError as error:  # parameters made for another input
+            raise ValueError(
+                f"{description.name}: x has {x.shape[-1]} channels (shape {tuple(x.shape)} as "
+                f"[*batch, *spatial, C]), which does not fit the parameters this layer was "
+                f"initialised with: {str(error).split(' (https')[0]}"
+            ) from None
         return common.apply_layer(description, values, params, x)
 
 

@@ -60,10 +60,12 @@ class Layer(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x: [*batch, *spatial, C_in]`` → ``[*batch, *out_spatial, C_out]``."""
         values = self._values()
-        spatial = tuple(jnp.shape(x)[-len(self.kernel_size) - 1 : -1])
+        ndim, name = len(self.kernel_size), type(self).__name__
+        common.check_channels(name, x, self.in_features, ndim, values["data_format"])
+        spatial = tuple(jnp.shape(x)[-ndim - 1 : -1])
         if self._description.locally_connected and spatial != tuple(values["in_spatial"]):
             raise ValueError(
-                f"{type(self).__name__}: the input's spatial shape must be in_spatial "
+                f"{name}: the input's spatial shape must be in_spatial "
                 f"{tuple(values['in_spatial'])} (the kernel has one entry per output position), "
                 f"got {spatial}."
             )
