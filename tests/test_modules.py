@@ -446,6 +446,23 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
             ValueError,
             r"feature_group_count must divide out_features, but 4 does not divide 6",
         ),
+        (  # PyTorch's names, a typo, PyTorch's positional options: what to write instead
+            lambda: convjax.nnx.Conv(4, 6, (3, 3), stride=2, groups=2, rngs=nnx.Rngs(0)),
+            TypeError,
+            r"^Conv: got an unexpected keyword argument 'stride' \(stride= is strides= here; "
+            r"groups= is feature_group_count= here\)\.$",
+        ),
+        (
+            lambda: convjax.nnx.ConvTranspose(4, 6, (3, 3), kernel_dilaton=2, rngs=nnx.Rngs(0)),
+            TypeError,
+            r"'kernel_dilaton' \(did you mean kernel_dilation=\?\)\.$",
+        ),
+        (
+            lambda: convjax.nnx.Conv(4, 6, (3, 3), 1, 1, rngs=nnx.Rngs(0)),
+            TypeError,
+            r"^Conv: too many positional arguments \(only in_features, out_features, kernel_size, "
+            r"strides go by position; name the rest\)\.$",
+        ),
         (
             lambda: convjax.nnx.DepthwiseConv(4, (3, 3), depth_multiplier=0, rngs=nnx.Rngs(0)),
             ValueError,
