@@ -69,8 +69,9 @@ def conv(
       impl: the formulation: ``"auto"`` (default: the fastest for the platform and spec, see
         :func:`convjax.auto_choice`), ``"lax"`` (``lax.conv_general_dilated``), ``"gather"``
         (explicit index arithmetic), ``"taps"`` (a strided slice per kernel tap), ``"fft"``
-        (stride 1), or a backend instance such as ``GatherBackend(memory_budget=2**28)``;
-        :func:`convjax.formulations` lists them.
+        (stride 1), ``"planes"`` (the first axis's taps folded into the channels),
+        ``"autotune"`` (the fastest, timed on this machine), or a backend instance such as
+        ``GatherBackend(memory_budget=2**28)``; :func:`convjax.formulations` lists them.
       precision: passed to the contraction (``lax.Precision.HIGHEST`` avoids TF32 on GPUs).
       preferred_element_type: accumulation / result dtype.
 

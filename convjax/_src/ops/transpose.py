@@ -387,8 +387,8 @@ def conv_transpose(
       impl: the formulation whose forward conv is transposed: ``"auto"`` (default: the
         fastest for a transposed conv of this spec), ``"lax"`` (the transpose of
         ``lax.conv_general_dilated``: a backward-data conv), ``"gather"`` (scatter-add through
-        the gather path's index maps, no lax convolution), ``"taps"``, ``"fft"``, or a backend
-        instance.
+        the gather path's index maps, no lax convolution), ``"taps"``, ``"fft"``, ``"planes"``,
+        ``"autotune"``, or a backend instance (:func:`convjax.formulations` lists them).
       precision: passed to the contraction (``lax.Precision.HIGHEST`` avoids TF32 on GPUs).
       preferred_element_type: the result dtype; both operands are cast to it and the transpose
         runs in it.
