@@ -165,6 +165,8 @@ def test_animate_samples_frames_shows_progress_and_makes_folders(tmp_path, capsy
         (["bench", "--rounds", "0"], r"--rounds: must be an int >= 1, got 0"),
         (["bench", "--models", "alexnet"], r"--models: invalid choice: 'alexnet'"),
         (["bench", "--no-torch", "--png", "chart.png"], r"--png .* `pip install torch`"),
+        (["bench", "--models", "--shapes", "3x3"], r"--shapes chooses .* leave one of them out"),
+        (["bench", "--models", "tcn", "--vjp"], r"--vjp chooses what to time in the layer suite"),
     ],
 )
 def test_bench_refuses_bad_options_in_one_line_before_any_work(argv, match, capsys):

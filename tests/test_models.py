@@ -142,6 +142,10 @@ def test_run_times_a_training_step_of_every_framework_and_tabulates_it():
     assert row["speedup_over_flax"].keys() == {"auto"}
     text = models.table(rows)
     assert text.splitlines()[2].startswith("unet ") and "0.00M" in text and arch.title in text
+    # The contenders chosen as `convjax bench --models --formulations taps --no-flax` does.
+    (row,) = models.run([arch], rounds=1, out=io.StringIO(), formulations=["taps"], flax=False)
+    assert row["contenders"].keys() == {"taps"} and not row["speedup_over_flax"]
+    assert "flax" not in models.table([row])
 
 
 def test_sizes_and_names():

@@ -440,6 +440,11 @@ def select(cases: Sequence[Case], patterns: Sequence[str] | None) -> list[Case]:
 
 def main(args) -> int:
     """``convjax bench`` (``args`` from the command line parser, checked there)."""
+    if args.models is not None and (args.shapes or args.vjp):
+        raise ValueError(
+            f"{'--shapes' if args.shapes else '--vjp'} chooses what to time in the layer suite; "
+            "--models times whole training steps: leave one of them out."
+        )
     torch = None if args.no_torch else try_import_torch()
     if args.png and torch is None:
         raise ValueError(
@@ -457,14 +462,21 @@ def main(args) -> int:
         flush=True,
     )
     if args.models is not None:
-        rows = models.run(args.models or None, torch=torch, rounds=rounds, dtype=args.dtype)
+        rows = models.run(
+            args.models or None,
+            torch=torch,
+            rounds=rounds,
+            dtype=args.dtype,
+            formulations=args.formulations or ("auto",),
+            flax=not args.no_flax,
+        )
         results = {"machine": machine(torch, args.dtype, rounds), "rows": rows}
         print(models.table(rows))
     else:
         modes = (*MODES, "vjp") if args.vjp else MODES
         results = run(
             select(SUITE, args.shapes),
-            formulations=args.formulations,
+            formulations=args.formulations or [f.name for f in convjax.formulations()],
             flax=not args.no_flax,
             torch=torch,
             dtype=args.dtype,

@@ -305,12 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--formulations",
         nargs="+",
-        default=[f.name for f in convjax.formulations()],
         choices=[f.name for f in convjax.formulations()],
         metavar="NAME",
         help="convjax formulations to time (of: "
         + ", ".join(f.name for f in convjax.formulations())
-        + ")",
+        + "; default: all of them in the layer suite, auto with --models)",
     )
     bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     bench.add_argument(

@@ -1248,10 +1248,19 @@ def instantiate(
 # -- the benchmark --------------------------------------------------------------------------------
 
 
-def frameworks(torch: Any, architecture: Architecture, *, on_device: bool) -> list[Framework]:
-    """The contenders for ``architecture``: convjax (auto), Flax, and PyTorch NCHW and, in 2-d,
-    channels_last (on an accelerator, only if PyTorch has CUDA)."""
-    result: list[Framework] = [CONVJAX, FLAX]
+def frameworks(
+    torch: Any,
+    architecture: Architecture,
+    *,
+    on_device: bool,
+    formulations: Sequence[str] = ("auto",),
+    flax: bool = True,
+) -> list[Framework]:
+    """The contenders for ``architecture``: convjax on each of ``formulations``, Flax (unless
+    ``flax`` is false), and PyTorch NCHW and, in 2-d, channels_last (on an accelerator, only if
+    PyTorch has CUDA)."""
+    result: list[Framework] = [ConvjaxFramework(impl) for impl in formulations]
+    result += [FLAX] if flax else []
     if torch is not None and (torch.cuda.is_available() or not on_device):
         device = "cuda" if on_device else "cpu"
         layouts = (False, True) if architecture.ndim == 2 else (False,)
@@ -1279,6 +1288,8 @@ def run(
     rounds: int = 9,
     out: TextIO | None = None,
     dtype: str = "float32",
+    formulations: Sequence[str] = ("auto",),
+    flax: bool = True,
 ) -> list[dict[str, Any]]:
     """Time one training step of each architecture in each framework, from the same weights.
 
@@ -1289,6 +1300,8 @@ def run(
       rounds: timed rounds; the contenders alternate within each.
       out: where the progress bar goes (default ``sys.stderr``).
       dtype: the parameters' and inputs' dtype.
+      formulations: the convjax contenders, one per formulation (``impl`` of every layer).
+      flax: whether Flax's layers are a contender.
 
     Returns:
       One row per architecture, shaped as ``convjax bench``'s: ``case``, ``mode`` (``"step"``),
@@ -1309,7 +1322,9 @@ def run(
     for arch in chosen:
         progress.label = arch.title
         progress.draw()
-        contenders = frameworks(torch, arch, on_device=on_device)
+        contenders = frameworks(
+            torch, arch, on_device=on_device, formulations=formulations, flax=flax
+        )
         networks = instantiate(arch, contenders, dtype=dtype)
         x, target = arch.data()
         steps, runs, first = {}, {}, {}
@@ -1350,10 +1365,12 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a text table: per architecture, each contender's median step time (and its
     ratio to PyTorch's), convjax's speedup over Flax, and the JAX steps' memory and GFLOPs."""
     names = [n for n in dict.fromkeys(n for r in rows for n in r["contenders"]) if "torch" not in n]
+    versus = "flax" in names and len(names) > 1  # a "vs flax" column
     header = (
         f"{'model':<16} {'params':>7} {'torch ms':>9} "
         + " ".join(f"{n + ' ms':>16}" for n in names)
-        + f" {'vs flax':>8} {'MiB ' + '/'.join(names):>16} {'GFLOP ' + '/'.join(names):>18}"
+        + (f" {'vs flax':>8}" if versus else "")
+        + f" {'MiB ' + '/'.join(names):>16} {'GFLOP ' + '/'.join(names):>18}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -1372,8 +1389,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         torch_ms = f"{row['torch_ms']:.1f}" if row["torch_ms"] else "—"
         lines.append(
             f"{row['model']:<16} {row['parameters'] / 1e6:>6.2f}M "
-            f"{torch_ms:>9} " + " ".join(cells) + f" {'/'.join(speedup) or '—':>8} "
-            f"{memory:>16} {flops:>18}"
+            f"{torch_ms:>9} "
+            + " ".join(cells)
+            + (f" {'/'.join(speedup) or '—':>8}" if versus else "")
+            + f" {memory:>16} {flops:>18}"
         )
     sizes = [f"  {row['case'].removeprefix('model ')}" for row in rows]
     return "\n".join([*lines, "", "sizes:", *sizes])
