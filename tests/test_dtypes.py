@@ -16,6 +16,7 @@ import pytest
 import reference
 from flax import nnx
 from helpers import FORMULATIONS
+from ops import OPS
 
 import convjax
 
@@ -193,3 +194,28 @@ def test_presets_this_platform_lacks_are_emulated_or_refused_clearly(formulation
             fp8()
     else:
         assert fp8().dtype == jnp.float32
+
+
+# -- JAX's default dtypes (x64 off): NumPy operands are converted as jnp functions convert them --
+
+
+@pytest.mark.parametrize("op", OPS, ids=repr)
+def test_numpy_float64_operands_without_x64_compute_in_float32(op):
+    """With ``jax_enable_x64`` off (JAX's default; this suite turns it on), float64 NumPy
+    operands are float32 to JAX: each operation gives what it gives on float32 JAX arrays, eager,
+    under ``grad`` with a NumPy operand closed over, and with a float64 accumulation asked for
+    (narrowed, with a warning).  convjax read the NumPy dtypes and XLA refused the lowering."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 6, 6, 2))
+    operands = [rng.uniform(-1, 1, shape) for shape in op.operands(2)]
+    with jax.enable_x64(False):
+        y = op(x, *operands)
+        expected = op(jnp.asarray(x), *map(jnp.asarray, operands))
+        assert y.dtype == expected.dtype == jnp.float32
+        np.testing.assert_array_equal(y, expected)
+        grad = jax.grad(lambda x: jnp.sum(op(x, *operands)))(jnp.asarray(x))
+        assert grad.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(grad)))
+        if op.preferred_element_type:
+            with pytest.warns(UserWarning, match=r"preferred_element_type float64 is not "):
+                wide = op(x, *operands, preferred_element_type=np.float64)
+            assert wide.dtype == jnp.float32

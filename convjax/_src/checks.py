@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 import math
 import operator
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -232,6 +234,55 @@ def check_arrays(op: str, **arrays: Any) -> None:
                 f"{value.dtype}; convert it first, e.g. jnp.asarray({name}.numpy()) or "
                 f"jax.dlpack.from_dlpack({name})."
             ) from None
+
+
+def jax_operands(*names: str) -> Callable[[Callable], Callable]:
+    """Decorate a public function: its NumPy operands ``names`` (arrays, or lists of arrays)
+    become JAX arrays before anything reads their dtypes, with JAX's dtypes as ``jnp`` functions
+    take them (float64 → float32 unless ``jax_enable_x64`` is on), and ``preferred_element_type``
+    is canonicalised likewise (with JAX's warning where it narrows).  Otherwise the shapes and
+    dtypes convjax derives would be the NumPy operands' while the arrays computed are JAX's."""
+
+    def decorate(fn: Callable) -> Callable:
+        parameters = list(inspect.signature(fn).parameters)
+        positions = {parameters.index(name) for name in names}
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            args = tuple(_as_jax(a) if i in positions else a for i, a in enumerate(args))
+            kwargs = {k: _as_jax(v) if k in names else v for k, v in kwargs.items()}
+            if kwargs.get("preferred_element_type") is not None:
+                kwargs["preferred_element_type"] = _canonical(
+                    fn.__name__, kwargs["preferred_element_type"]
+                )
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _as_jax(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "biufc":
+        return jnp.asarray(value)
+    if isinstance(value, list | tuple) and any(isinstance(v, np.ndarray) for v in value):
+        return type(value)(_as_jax(v) for v in value)
+    return value
+
+
+def _canonical(op: str, dtype: Any) -> Any:
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        return dtype  # not a dtype: the function's own check says so
+    canonical = jax.dtypes.canonicalize_dtype(wanted)
+    if canonical != wanted:
+        warnings.warn(
+            f"{op}: preferred_element_type {wanted.name} is not available without "
+            f"jax_enable_x64; computing in {canonical.name}.",
+            stacklevel=3,
+        )
+    return canonical
 
 
 def check_dtypes(

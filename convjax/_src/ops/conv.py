@@ -21,6 +21,7 @@ from convjax._src.checks import (
     check_shape,
     given_as_channels_first,
     input_named,
+    jax_operands,
     op_name,
 )
 from convjax._src.formulations import Backend, Impl, gather
@@ -30,6 +31,7 @@ from convjax._src.spec import ConvSpec, Padding, PaddingMode, channels_first_hin
 from convjax._src.spec import make_spec as geometry
 
 
+@jax_operands("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def conv(
     x: jax.Array,
@@ -99,6 +101,7 @@ def conv(
     return apply(x, kernel, spec, backend, **options)
 
 
+@jax_operands("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def dilated_conv(
     x: jax.Array,
@@ -140,6 +143,7 @@ def dilated_conv(
     return apply(x, kernel, spec, backend, **options)
 
 
+@jax_operands("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def depthwise_conv(
     x: jax.Array,

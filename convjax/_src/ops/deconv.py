@@ -38,6 +38,7 @@ from convjax._src.checks import (
     check_precision,
     check_real,
     dtype_kind,
+    jax_operands,
     op_name,
 )
 from convjax._src.formulations import Impl
@@ -62,6 +63,7 @@ class DeconvolveInfo(NamedTuple):
     residual: jax.Array
 
 
+@jax_operands("y", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def deconvolve(
     y: jax.Array,

@@ -46,6 +46,7 @@ from convjax._src.checks import (
     check_int,
     check_precision,
     check_preferred_element_type,
+    jax_operands,
     op_name,
     reported_as,
 )
@@ -67,6 +68,7 @@ from convjax._src.ops.layout import (
 from convjax._src.spec import ConvSpec, Padding, PaddingMode, check_padding_mode, make_spec
 
 
+@jax_operands("x", "kernel", "offsets", "mask")
 def deform_conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -216,6 +218,7 @@ def deform_conv(
     return from_channels_last(y, ndim, data_format)
 
 
+@jax_operands("x", "kernel", "offset_kernel", "offset_bias")
 def deformable_conv(
     x: jax.Array,
     kernel: jax.Array,

@@ -79,6 +79,7 @@ from convjax._src.checks import (
     check_preferred_element_type,
     check_shape,
     input_named,
+    jax_operands,
     op_name,
 )
 from convjax._src.formulations import REGISTRY, GatherBackend
@@ -109,6 +110,7 @@ def _spatial_ndim(arguments: dict[str, Any]) -> int:
     return (rank - 2) // 2
 
 
+@jax_operands("x", "kernel")
 @accepts_data_format(_spatial_ndim)
 def local_conv(
     x: jax.Array,
@@ -207,6 +209,7 @@ def local_conv(
     return _on_devices(local, x, kernel, ndim)
 
 
+@jax_operands("x", "kernel")
 @accepts_data_format(_spatial_ndim)
 def local_conv_transpose(
     x: jax.Array,

@@ -32,6 +32,7 @@ from convjax._src.checks import (
     check_precision,
     check_preferred_element_type,
     check_real,
+    jax_operands,
     op_name,
     reported_as,
 )
@@ -105,6 +106,7 @@ def axis_spec(spec: ConvSpec, axis: int) -> ConvSpec:
     )
 
 
+@jax_operands("x", "kernels")
 @accepts_data_format(lambda arguments: len(arguments["kernels"]))
 def spatial_separable_conv(
     x: jax.Array,
@@ -223,6 +225,7 @@ def _separable_spec(
     return spec, backend
 
 
+@jax_operands("x", "depthwise_kernel", "pointwise_kernel")
 @accepts_data_format(kernel_ndim("depthwise_kernel"))
 def depthwise_separable_conv(
     x: jax.Array,
@@ -373,6 +376,7 @@ class SeparableFactors(NamedTuple):
         )
 
 
+@jax_operands("kernel_2d")
 def separable_factors(
     kernel_2d: jax.Array, *, rank: int | None = None, tol: float | None = None
 ) -> SeparableFactors:

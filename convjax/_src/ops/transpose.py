@@ -35,6 +35,7 @@ from convjax._src.checks import (
     dtype_kind,
     given_as_channels_first,
     input_name,
+    jax_operands,
     op_name,
     per_dim,
 )
@@ -324,6 +325,7 @@ def transpose_operator(
     return ConvOperator(spec, backend, input_shape, tuple(spatial))
 
 
+@jax_operands("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def conv_transpose(
     x: jax.Array,

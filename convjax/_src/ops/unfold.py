@@ -33,6 +33,7 @@ from convjax._src.checks import (
     check_shape,
     input_name,
     input_named,
+    jax_operands,
     op_name,
     reported_as,
 )
@@ -44,6 +45,7 @@ from convjax._src.spec import Padding, PaddingMode, make_spec
 UNFOLD_IMPLS = ("auto", "taps", "gather")
 
 
+@jax_operands("x")
 @accepts_data_format(lambda arguments: len(arguments["window"]))
 def unfold(
     x: jax.Array,
@@ -99,6 +101,7 @@ def _unfold(x, spec, *, window, impl):
     return patches.reshape(*lead, *out, math.prod(window) * channels)
 
 
+@jax_operands("patches")
 def fold(
     patches: jax.Array,
     input_shape: Sequence[int],
