@@ -121,6 +121,23 @@ def test_numpy_scalars_are_accepted_wherever_python_numbers_are():
     assert module(X).shape == (2, 3, 3, 6)
 
 
+def test_zero_dim_numpy_arrays_are_numbers_and_arrays_are_sequences():
+    """``np.array(2)`` is a number wherever one is taken (``len()`` of it raised), and a 1-d
+    or 2-d array a sequence of entries."""
+    a = np.array
+    y = convjax.conv(X, K, strides=a(2), padding=a(1), dilation=a(1), groups=a(1))
+    assert y.shape == convjax.conv(X, K, strides=2, padding=1).shape
+    assert convjax.conv(X, K, padding=a([[1, 0], [0, 1]])).shape == (2, 7, 7, 6)
+    back = convjax.conv_transpose(y, K, strides=a(2), padding=a(1), output_padding=a(1))
+    assert back.shape == X.shape
+    assert convjax.conv_output_size(8, 3, padding=a(1)) == 8
+    assert convjax.explain_padding(a(8), a(3)) == convjax.explain_padding(8, 3)
+    assert convjax.Layer((3, 3, 4, 6), strides=a(2)).strides == (2, 2)
+    assert from_torch.padding(a(1)) == 1
+    layer = convjax.nnx.Conv(4, 6, (3, 3), strides=a(2), padding=a(1), rngs=nnx.Rngs(0))
+    assert layer(X).shape == y.shape
+
+
 # -- porting mistakes ---------------------------------------------------------------------------
 
 

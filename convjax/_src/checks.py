@@ -63,11 +63,22 @@ MAX_SIZE = 2**31 - 1
 MAX_ELEMENTS = 2**48
 
 
+def is_sequence(value: Any) -> bool:
+    """Whether an option is a sequence of entries (a list, tuple or NumPy array of at least
+    one dim), not one value (a number, a string, a 0-d NumPy array)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
 def check_int(
     op: str, name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
-    """``value`` as an int (Python or NumPy integer); bools, floats and other types are a
-    TypeError, and a value below ``minimum`` or above ``maximum`` a ValueError."""
+    """``value`` as an int (Python or NumPy integer, or a 0-d NumPy array of one); bools,
+    floats and other types are a TypeError, and a value below ``minimum`` or above ``maximum``
+    a ValueError."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
@@ -118,7 +129,7 @@ def per_dim(
 ) -> tuple[int, ...]:
     """An int or a sequence of ``ndim`` ints, each from ``minimum`` to ``maximum``, as a
     tuple."""
-    if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
+    if is_sequence(value):
         if len(value) != ndim:
             raise ValueError(
                 f"{op}: {name} needs one entry per spatial dim ({ndim}), got {len(value)}: "

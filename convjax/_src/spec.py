@@ -27,6 +27,7 @@ from convjax._src.checks import (
     check_shape,
     given_as_channels_first,
     input_name,
+    is_sequence,
     per_dim,
     shown_input,
     spatial_axes,
@@ -82,7 +83,7 @@ def padding_option(op: str, padding: Padding, ndim: int) -> str | tuple[tuple[in
                 f"dim or one (lo, hi) pair per dim, got {padding!r}."
             )
         return name
-    if isinstance(padding, Sequence | np.ndarray):
+    if is_sequence(padding):
         if len(padding) != ndim:
             flat = all(isinstance(p, int | np.integer) for p in padding)
             hint = ""
@@ -98,7 +99,7 @@ def padding_option(op: str, padding: Padding, ndim: int) -> str | tuple[tuple[in
             )
         pairs = []
         for entry in padding:
-            if isinstance(entry, Sequence | np.ndarray) and not isinstance(entry, str):
+            if is_sequence(entry):
                 if len(entry) != 2:
                     raise ValueError(
                         f"{op}: each padding pair must be (lo, hi), got {tuple(entry)!r}."

@@ -11,18 +11,17 @@ value, then calls ``shapes``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from convjax._src import shapes
-from convjax._src.checks import check_int
+from convjax._src.checks import check_int, is_sequence
 
 
 def _pair(op: str, padding: Any) -> tuple[int, int]:
     """``padding`` as a non-negative ``(lo, hi)``: a pair, or an int for both sides."""
-    if isinstance(padding, Sequence | np.ndarray) and not isinstance(padding, str):
+    if is_sequence(padding):
         if len(padding) != 2:
             raise ValueError(
                 f"{op}: padding must be an int or a (lo, hi) pair, got {tuple(padding)!r}."
@@ -31,6 +30,8 @@ def _pair(op: str, padding: Any) -> tuple[int, int]:
         if min(pair) < 0:
             raise ValueError(f"{op}: padding must be >= 0, got {pair!r}.")
         return pair
+    if isinstance(padding, np.ndarray) and padding.ndim == 0:
+        padding = padding[()]
     if isinstance(padding, bool | np.bool_) or not isinstance(padding, int | np.integer):
         raise TypeError(
             f"{op}: padding must be an int or a (lo, hi) pair of ints, got {padding!r}"

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convjax._src.checks import check_int
+from convjax._src.checks import check_int, is_sequence
 from convjax._src.modules import nnx as nnx_modules
 from convjax._src.ops.layout import check_data_format
 from convjax._src.spec import check_padding_mode
@@ -127,7 +127,7 @@ def _padding(op: str, value: Any) -> int | tuple[int, ...] | str:
                 f"{op}: PyTorch's string paddings are 'same' and 'valid', got {value!r}."
             )
         return value.upper()
-    if isinstance(value, Sequence | np.ndarray):
+    if is_sequence(value):
         return tuple(check_int(op, "padding", v, minimum=0) for v in value)
     return check_int(op, "padding", value, minimum=0)
 
