@@ -640,3 +640,21 @@ def test_a_non_finite_kernel_gives_nan_never_a_confident_zero(method, bad):
     kernel = jnp.asarray([bad, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
     x = convjax.deconvolve(y, kernel, padding="SAME", padding_mode="circular", method=method)
     assert bool(jnp.all(jnp.isnan(x)))
+
+
+@pytest.mark.parametrize("method", ["lsq", "wiener"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("padding", ["FULL", "circular"])
+def test_a_non_finite_y_makes_its_batch_element_nan_and_leaves_the_others(method, bad, padding):
+    """Every entry of an inverse depends on all of y: one non-finite value in an image makes
+    that image's solution NaN (CG stopped at once, at a confident 0, for the lsq method)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 2)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
+    options = (
+        dict(padding="FULL") if padding == "FULL" else dict(padding="SAME", padding_mode="circular")
+    )
+    y = convjax.conv(x, kernel, **options).at[0, 3, 3, 0].set(bad)
+    solved = convjax.deconvolve(y, kernel, method=method, **options)
+    assert bool(jnp.all(jnp.isnan(solved[0])))
+    np.testing.assert_allclose(solved[1], x[1], atol=2e-3)

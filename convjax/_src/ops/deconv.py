@@ -439,4 +439,6 @@ def _conjugate_gradients(matvec, b, tol, max_iters, batch_ndim):
 
     state = (jnp.zeros((), jnp.int32), jnp.zeros_like(b), b, b, gamma)
     k, x, _, _, _ = lax.while_loop(cond, body, state)
-    return x, k
+    # A non-finite b (from a non-finite y) stops CG at once, at x = 0; but every entry of the
+    # solution depends on all of b: the element's solution is NaN, as the Wiener filter's is.
+    return jnp.where(jnp.isfinite(gamma), x, jnp.full_like(x, jnp.nan)), k
