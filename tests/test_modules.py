@@ -446,6 +446,21 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
             ValueError,
             r"feature_group_count must divide out_features, but 4 does not divide 6",
         ),
+        (
+            lambda: convjax.nnx.ConvLocal(0, 4, (3, 3), in_spatial=(6, 6), rngs=nnx.Rngs(0)),
+            ValueError,
+            r"^ConvLocal: in_features must be >= 1, got 0\.$",
+        ),
+        (
+            lambda: convjax.nnx.ConvLocal(2.0, 4, (3, 3), in_spatial=(6, 6), rngs=nnx.Rngs(0)),
+            TypeError,
+            r"^ConvLocal: in_features must be an int, got 2.0",
+        ),
+        (
+            lambda: convjax.nnx.Conv(2, 4, (3, 3), mask=[[1], [1, 2]], rngs=nnx.Rngs(0)),
+            TypeError,
+            r"^Conv: mask must be an array of numbers .* nested lists of unequal lengths\.$",
+        ),
         (  # PyTorch's names, a typo, PyTorch's positional options: what to write instead
             lambda: convjax.nnx.Conv(4, 6, (3, 3), stride=2, groups=2, rngs=nnx.Rngs(0)),
             TypeError,

@@ -121,6 +121,15 @@ def test_numpy_scalars_are_accepted_wherever_python_numbers_are():
     assert module(X).shape == (2, 3, 3, 6)
 
 
+def test_numpy_booleans_are_booleans_and_ints_are_not():
+    assert convjax.Layer((3, 3, 1, 1), bias=np.bool_(True)).bias is True
+    assert convjax.flop_count(convjax.Layer((3, 3, 1, 1)), (1, 5, 5, 1), count_padding=np.False_)
+    layer = convjax.nnx.DeformableConv(4, 6, (3, 3), modulated=np.bool_(False), rngs=nnx.Rngs(0))
+    assert layer.offset_kernel.shape[-1] == 18
+    with pytest.raises(TypeError, match=r"^Layer: bias must be a bool, got 1\.$"):
+        convjax.Layer((3, 3, 1, 1), bias=1)
+
+
 def test_zero_dim_numpy_arrays_are_numbers_and_arrays_are_sequences():
     """``np.array(2)`` is a number wherever one is taken (``len()`` of it raised), and a 1-d
     or 2-d array a sequence of entries."""

@@ -91,6 +91,13 @@ def check_int(
     return value
 
 
+def check_bool(op: str, name: str, value: Any) -> bool:
+    """``value`` as a bool (Python or NumPy); anything else, ints included, is a TypeError."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{op}: {name} must be a bool, got {value!r}.")
+    return bool(value)
+
+
 def _bound(maximum: int) -> str:
     return "2**31 - 1" if maximum == MAX_SIZE else str(maximum)
 

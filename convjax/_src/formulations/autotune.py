@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._src.checks import DTYPE_KINDS, dtype_kind
+from convjax._src.checks import DTYPE_KINDS, check_bool, dtype_kind
 from convjax._src.formulations import base
 from convjax._src.formulations.auto import CHOICES, choose
 from convjax._src.formulations.base import Backend, Chooses
@@ -74,8 +74,7 @@ def enable(*, on: bool = True) -> contextlib.AbstractContextManager[None]:
     >>> convjax.autotune.enabled()
     False
     """
-    if not isinstance(on, bool | np.bool_):
-        raise TypeError(f"autotune.enable: on must be a bool, got {on!r}.")
+    on = check_bool("autotune.enable", "on", on)
     previous = _state["enabled"]
     _state["enabled"] = bool(on)
     return _restoring(previous)
@@ -147,8 +146,7 @@ class AutotuneBackend(Chooses):
     description: ClassVar[str] = "the fastest of the others, timed on this machine and cached"
 
     def __post_init__(self):
-        if not isinstance(self.transposed, bool | np.bool_):
-            raise TypeError(f"AutotuneBackend: transposed must be a bool, got {self.transposed!r}.")
+        check_bool("AutotuneBackend", "transposed", self.transposed)
 
     def choose(self, spec, x_shape, kernel_shape, dtype="float32") -> Backend:
         """The formulation this convolution runs on."""

@@ -22,6 +22,7 @@ from flax.nnx import initializers
 
 from convjax._src import formulations, shapes
 from convjax._src.checks import (
+    check_bool,
     check_dtype,
     check_precision,
     check_preferred_element_type,
@@ -104,8 +105,7 @@ def check_options(
             raise ValueError(
                 f"{op}: in_spatial needs one size >= 1 per spatial dim ({ndim}), got {shape}."
             )
-    if not isinstance(options["use_bias"], bool | np.bool_):
-        raise TypeError(f"{op}: use_bias must be a bool, got {options['use_bias']!r}.")
+    check_bool(op, "use_bias", options["use_bias"])
     check_data_format(op, options.get("data_format", "channels_last"))
     check_mask(op, options.get("mask"))
     check_dtype(op, "dtype", options["dtype"], kinds=("float", "complex"))
@@ -172,7 +172,7 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def _grouped_channels(
+def grouped_channels(
     op: str, in_features: Any, out_features: Any, feature_group_count: Any
 ) -> tuple[int, int, int]:
     """``(C_in, C_out, groups)``, each >= 1, with ``groups`` dividing both channel counts."""
@@ -202,7 +202,7 @@ def conv_shapes(
     {'kernel': (3, 3, 2, 6), 'bias': (6,)}
     """
     k = window(op, kernel_size)
-    c_in, c_out, groups = _grouped_channels(op, in_features, out_features, feature_group_count)
+    c_in, c_out, groups = grouped_channels(op, in_features, out_features, feature_group_count)
     return _with_bias({"kernel": (*k, c_in // groups, c_out)}, c_out, use_bias)
 
 
@@ -279,7 +279,7 @@ def spatial_separable_shapes(
     {'kernel_0': (3, 4, 8), 'kernel_1': (5, 8, 8), 'bias': (8,)}
     """
     k = window(op, kernel_size)
-    c_in, c_out, groups = _grouped_channels(op, in_features, out_features, feature_group_count)
+    c_in, c_out, groups = grouped_channels(op, in_features, out_features, feature_group_count)
     shapes = {
         f"kernel_{axis}": (size, (c_in if axis == 0 else c_out) // groups, c_out)
         for axis, size in enumerate(k)
@@ -358,7 +358,13 @@ def check_mask(op: str, mask: Any) -> Any:
     """``mask`` as an array (``None`` kept): numbers, booleans included, in any array form."""
     if mask is None:
         return None
-    array = np.asarray(mask) if not hasattr(mask, "dtype") else mask
+    try:
+        array = np.asarray(mask) if not hasattr(mask, "dtype") else mask
+    except ValueError:  # NumPy's "inhomogeneous shape" of nested lists of unequal lengths
+        raise TypeError(
+            f"{op}: mask must be an array of numbers in the kernel's shape, got nested "
+            f"{type(mask).__name__}s of unequal lengths."
+        ) from None
     if dtype_kind(array.dtype) is None and array.dtype != np.bool_:
         raise TypeError(f"{op}: mask must be an array of numbers, got dtype {array.dtype}.")
     return jnp.asarray(array)

@@ -17,7 +17,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from convjax._src import formulations
-from convjax._src.checks import DTypeLike, PrecisionLike
+from convjax._src.checks import DTypeLike, PrecisionLike, check_bool
 from convjax._src.formulations import Impl
 from convjax._src.modules import common
 from convjax._src.ops import deform, local
@@ -501,8 +501,7 @@ def _deformable_check(op: str, o: dict[str, Any]) -> None:
     common.check_dtype(op, "dtype", o["dtype"])
     common.check_dtype(op, "param_dtype", o["param_dtype"], optional=False)
     groups = common.positive(op, "offset_groups", o["offset_groups"])
-    if not isinstance(o["modulated"], bool):
-        raise TypeError(f"{op}: modulated must be a bool, got {o['modulated']!r}.")
+    check_bool(op, "modulated", o["modulated"])
     if o.get("in_features") is not None and o["in_features"] % groups:
         raise ValueError(
             f"{op}: offset_groups must divide in_features, but {groups} does not divide "
@@ -532,6 +531,7 @@ def _local_shapes(op: str, c_in: int, c_out: int | None, o: dict[str, Any]) -> c
             f"{op}: in_spatial (the input's spatial shape) is required: the kernel has one entry "
             f"per output position."
         )
+    c_in, c_out, _ = common.grouped_channels(op, c_in, c_out, o["feature_group_count"])
     with common.reported_as(op):
         count = local.local_layer_count(
             (*o["in_spatial"], c_in),

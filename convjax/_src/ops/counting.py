@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 from convjax._src import shapes
-from convjax._src.checks import check_int, check_shape, per_dim
+from convjax._src.checks import check_bool, check_int, check_shape, per_dim
 from convjax._src.ops.separable import chain_channels, check_one_d_kernels
 from convjax._src.spec import Padding, make_spec, normalize_padding
 
@@ -98,11 +98,9 @@ class Layer:
                 f"{op}: groups must divide kernel_shape[-1], but {groups} does not divide "
                 f"{kernel_shape[-1]}."
             )
-        for name in ("bias", "transpose"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{op}: {name} must be a bool, got {getattr(self, name)!r}.")
+        bias, transpose = (check_bool(op, n, getattr(self, n)) for n in ("bias", "transpose"))
         output_padding = per_dim(op, "output_padding", self.output_padding, ndim, minimum=0)
-        if any(output_padding) and not self.transpose:
+        if any(output_padding) and not transpose:
             raise ValueError(
                 f"{op}: output_padding needs transpose=True, got output_padding {output_padding}."
             )
@@ -123,6 +121,8 @@ class Layer:
             ("padding", padding),
             ("dilation", dilation),
             ("groups", groups),
+            ("bias", bias),
+            ("transpose", transpose),
             ("output_padding", output_padding),
         ):
             object.__setattr__(self, name, value)
@@ -381,8 +381,7 @@ def flop_count(
     flat = _flatten(op, layers)
     if unit not in UNITS:
         raise ValueError(f"{op}: unit must be one of {UNITS}, got {unit!r}.")
-    if not isinstance(count_padding, bool):
-        raise TypeError(f"{op}: count_padding must be a bool, got {count_padding!r}.")
+    count_padding = check_bool(op, "count_padding", count_padding)
     shape = check_shape(op, "input_shape", input_shape)
     macs = adds = 0
     for index, layer in enumerate(flat):

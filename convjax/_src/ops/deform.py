@@ -42,6 +42,7 @@ from convjax._src.checks import (
     DTypeLike,
     PrecisionLike,
     check_arrays,
+    check_bool,
     check_dtypes,
     check_int,
     check_precision,
@@ -290,8 +291,7 @@ def deformable_conv(
         raise ValueError(_ZEROS_ONLY.format(op=op, padding_mode=padding_mode))
     make_spec(op, x.shape, kernel.shape, groups=groups, **options)  # the layer's own checks
     offset_groups = check_int(op, "offset_groups", offset_groups, minimum=1)
-    if not isinstance(modulated, bool | np.bool_):
-        raise TypeError(f"{op}: modulated must be a bool, got {modulated!r}.")
+    modulated = check_bool(op, "modulated", modulated)
     window, c_in = tuple(kernel.shape[:ndim]), x.shape[-1]
     if c_in % offset_groups:
         raise ValueError(
