@@ -166,10 +166,20 @@ def test_animate_samples_frames_shows_progress_and_makes_folders(tmp_path, capsy
         (["bench", "--models", "alexnet"], r"--models: invalid choice: 'alexnet'"),
         (["bench", "--no-torch", "--png", "chart.png"], r"--png .* `pip install torch`"),
         (["bench", "--models", "--shapes", "3x3"], r"--shapes chooses .* leave one of them out"),
+        (
+            ["bench", "--json", "."],
+            r"^convjax bench: --json must be a file, but '\.' is a folder\.$",
+        ),
+        (
+            ["bench", "--png", "/proc/no-such-folder/chart.png"],
+            r"^convjax bench: --png '/proc/no-such-folder/chart.png' cannot be written",
+        ),
+        (["train", "--seed", str(2**63 - 1)], r"--seed: must be from 0 to 2\*\*32 - 1, got 9223"),
+        (["train", "--seed", "-1"], r"--seed: must be from 0 to 2\*\*32 - 1, got -1"),
         (["bench", "--models", "tcn", "--vjp"], r"--vjp chooses what to time in the layer suite"),
     ],
 )
-def test_bench_refuses_bad_options_in_one_line_before_any_work(argv, match, capsys):
+def test_bench_and_train_refuse_bad_options_in_one_line_before_any_work(argv, match, capsys):
     with pytest.raises(SystemExit) as stopped:
         sys.exit(cli.main(argv))
     assert stopped.value.code == 2

@@ -7,6 +7,7 @@ import math
 import pathlib
 import sys
 import tempfile
+from collections.abc import Sequence
 
 import convjax
 from convjax import __version__, viz
@@ -164,16 +165,28 @@ def _check_folder(out: str) -> None:
     _writable(pathlib.Path(out), out)
 
 
-def _writable(folder: pathlib.Path, out: str) -> None:
-    """Make ``folder`` and write a file in it, or say why ``--out`` cannot be written."""
+def _writable(folder: pathlib.Path, out: str, flag: str = "--out") -> None:
+    """Make ``folder`` and write a file in it, or say why ``flag`` cannot be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
         raise ValueError(
-            f"--out {out!r} cannot be written: {error.strerror or error} ({str(folder)!r})."
+            f"{flag} {out!r} cannot be written: {error.strerror or error} ({str(folder)!r})."
         ) from None
+
+
+def _check_files(args, flags: Sequence[str]) -> None:
+    """Each given ``--flag PATH`` names a file that can be written, checked before any work (a
+    benchmark must not run for minutes and then lose its results)."""
+    for flag in flags:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is None:
+            continue
+        if pathlib.Path(value).is_dir():
+            raise ValueError(f"{flag} must be a file, but {value!r} is a folder.")
+        _writable(pathlib.Path(value).parent, value, flag)
 
 
 def _progress(total: int):
@@ -282,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument(
         "--learning-rate", type=_positive_float, default=3e-3, help="adam's peak rate"
     )
-    train.add_argument("--seed", type=int, default=0, help="seeds parameters and data")
+    train.add_argument(
+        "--seed", type=_seed, default=0, help="seeds parameters and data (0 to 2**32 - 1)"
+    )
     train.add_argument(
         "--out",
         metavar="DIR",
@@ -359,6 +374,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a random seed, an int from 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """An argparse type: a finite number > 0 (``nan``, ``inf`` and overflowing ``1e400`` are
     refused: adam would train to nan or overflow on them without a word)."""
@@ -379,6 +405,7 @@ def _run(args) -> int:
             _check_folder(args.out)
         tour.run(out=args.out)
     elif args.command == "bench":
+        _check_files(args, ("--json", "--png"))
         return benchmarks.main(args)
     elif args.command == "train":
         if args.out is not None:
