@@ -157,6 +157,11 @@ def test_errors_name_the_calling_function():
             r"^auto_choice: .*\(kernel shape \(3, 3, 4, 4\), input_shape \(2, 8, 8, 3\)\)",
         ),
         (
+            lambda: convjax.output_shape((2, 3, 8, 8), (3, 3, 3, 4)),
+            r"Likely: input_shape looks channels-first \(axis 1 has 3 = C_in\): convjax is "
+            r"channels-last, \[\*batch, \*spatial, C\]; write it \(2, 8, 8, 3\)\.$",
+        ),
+        (
             lambda: convjax.auto_choice((2, 8, 8, 3), (3, 3, 4, 4), transpose=True),
             r"^auto_choice: kernel.shape\[-1\] must equal the channels of input_shape \(3\)",
         ),

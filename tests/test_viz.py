@@ -156,6 +156,11 @@ def test_figure_draws_3d_and_1d():
         (lambda: viz.animate((5, 1), (3, 1, 1), view="scatter"), r"view must be 'forward'"),
         (lambda: viz.animate((5, 1), (3, 1, 1), values=(np.ones(4), np.ones(3))), r"values must"),
         (lambda: viz.connectivity(4, 6, 3), r"groups must divide"),
+        (  # PyTorch's layouts: the shapes to write, not a data_format animate does not take
+            lambda: viz.animate((1, 1, 5, 5), (1, 1, 3, 3)),
+            r"Likely: input_shape and the kernel both look like PyTorch's layouts .*: convjax's "
+            r"shapes are channels-last, write them \(1, 5, 5, 1\) and \(3, 3, 1, 1\)\.$",
+        ),
     ],
 )
 def test_errors_name_the_function_and_the_rule(call, match):

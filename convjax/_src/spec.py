@@ -253,7 +253,8 @@ def _channels_first_hint(
         )
     layouts = []  # (x's spatial sizes under this reading, hint)
     if x_first and x_shape[first] == expected:
-        layouts.append((x_shape[first + 1 :], channels_first_hint("x", first, expected)))
+        hint = channels_first_hint(input_name(), first, expected, x_shape)
+        layouts.append((x_shape[first + 1 :], hint))
     if last * groups == c_in and last != per_group:
         layouts.append(
             (
@@ -268,12 +269,23 @@ def _channels_first_hint(
         layouts.reverse()
     hints += [hint for _, hint in layouts]
     if x_first and torch_kernel and x_shape[first] == kernel_shape[1] * groups:
-        hints.append(
-            f"x and the kernel both look like PyTorch's layouts (x axis {first} has "
+        name = input_name()
+        both = (
+            f"{name} and the kernel both look like PyTorch's layouts ({name} axis {first} has "
             f"{x_shape[first]} = kernel.shape[1] * groups channels, kernel [C_out, C_in // "
-            f"groups, *window]): pass data_format='channels_first' and convert the kernel with "
-            f"convjax.from_torch.conv_kernel(weight)"
+            f"groups, *window])"
         )
+        if name == "x":
+            hints.append(
+                f"{both}: pass data_format='channels_first' and convert the kernel with "
+                f"convjax.from_torch.conv_kernel(weight)"
+            )
+        else:  # shapes: write them in convjax's layouts
+            perm = (*range(2, len(kernel_shape)), 1, 0)
+            hints.append(
+                f"{both}: convjax's shapes are channels-last, write them "
+                f"{_moved_last(x_shape, first)} and {tuple(kernel_shape[a] for a in perm)}"
+            )
     moved_last = len(x_shape) - 2  # under channels-first, the axis the user passed last
     if given_as_channels_first() and not kernel_only and x_shape[moved_last] == expected:
         hints.append(
@@ -283,13 +295,24 @@ def _channels_first_hint(
     return likely(hints)
 
 
-def channels_first_hint(name: str, axis: int, channels: int) -> str:
-    """The hint that ``name`` looks channels-first: its ``axis`` has the ``channels`` expected."""
+def channels_first_hint(
+    name: str, axis: int, channels: int, shape: Sequence[int] | None = None
+) -> str:
+    """The hint that ``name`` looks channels-first: its ``axis`` has the ``channels`` expected.
+    For an array, pass ``data_format`` or move the axis; for a shape argument (``name`` not
+    ``x``, and its ``shape`` given), write the shape channels-last."""
+    said = f"{name} looks channels-first (axis {axis} has {channels} = C_in): convjax is "
+    if name != "x" and shape is not None:
+        return f"{said}channels-last, [*batch, *spatial, C]; write it {_moved_last(shape, axis)}"
     return (
-        f"{name} looks channels-first (axis {axis} has {channels} = C_in): convjax is "
-        f"channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or move the "
-        f"axis, e.g. jnp.moveaxis({name}, {axis}, -1)"
+        f"{said}channels-last, [*batch, *spatial, C]; pass data_format='channels_first' or move "
+        f"the axis, e.g. jnp.moveaxis({name}, {axis}, -1)"
     )
+
+
+def _moved_last(shape: Sequence[int], axis: int) -> tuple[int, ...]:
+    shape = tuple(shape)
+    return (*shape[:axis], *shape[axis + 1 :], shape[axis])
 
 
 def likely(hints: Sequence[str]) -> str:

@@ -451,5 +451,5 @@ def _transposed_layout_hint(x_shape, kernel_shape, ndim: int, x_name: str) -> st
         )
     first = len(x_shape) - ndim - 1
     if first >= 0 and x_shape[first] == kernel_shape[-1] and not given_as_channels_first():
-        hints.append(channels_first_hint(x_name, first, kernel_shape[-1]))
+        hints.append(channels_first_hint(x_name, first, kernel_shape[-1], x_shape))
     return likely(hints)

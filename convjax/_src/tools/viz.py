@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from convjax._src.checks import check_int, check_shape
+from convjax._src.checks import check_int, check_shape, input_named
 from convjax._src.formulations import gather
 from convjax._src.ops.conv import index_map
 from convjax._src.ops.transpose import transpose_operator
@@ -407,12 +407,14 @@ def _geometry(op, input_shape, kernel_shape, transpose, output_padding, options)
     ndim = len(kernel_shape) - 2
     batch = input_shape[: -ndim - 1]
     if transpose:
-        operator = transpose_operator(
-            op, input_shape, kernel_shape, output_padding=output_padding, **options
-        )
+        with input_named("input_shape"):
+            operator = transpose_operator(
+                op, input_shape, kernel_shape, output_padding=output_padding, **options
+            )
         spec = operator.spec
         return spec, (*batch, *operator.input_spatial, kernel_shape[-2] * spec.groups)
-    spec = make_spec(op, input_shape, kernel_shape, **options)
+    with input_named("input_shape"):
+        spec = make_spec(op, input_shape, kernel_shape, **options)
     out_spatial = spec.output_spatial(input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
     return spec, (*batch, *out_spatial, kernel_shape[-1])
 
