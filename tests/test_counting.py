@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cases import configs
+from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -481,7 +482,13 @@ def test_layer_is_normalised_frozen_and_hashable():
         (
             lambda: convjax.param_count((3, 3, 1, 1)),
             TypeError,
-            r"param_count: layers must be a Layer or a sequence of Layers, got int",
+            r"param_count: layers must be a convjax.Layer or a sequence of them, got int\.$",
+        ),
+        (  # a module is not a shape description: say what is, and how to count a module
+            lambda: convjax.param_count(convjax.nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0))),
+            TypeError,
+            r"got Conv \(describe the layer's shapes with convjax.Layer\(kernel_shape, \.\.\.\); "
+            r"a module's own parameters count as sum\(p.size for p in",
         ),
     ],
 )

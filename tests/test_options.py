@@ -121,6 +121,15 @@ def test_numpy_scalars_are_accepted_wherever_python_numbers_are():
     assert module(X).shape == (2, 3, 3, 6)
 
 
+def test_from_torch_errors_name_the_step_that_converts():
+    layer = convjax.nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0))
+    torch_state = {"weight": np.ones((8, 3, 3, 3)), "bias": np.ones(8)}
+    with pytest.raises(ValueError, match=r"has no parameter 'weight' \(it has kernel, bias\)\. "):
+        from_torch.load(layer, torch_state)
+    with pytest.raises(KeyError, match=r"under prefixes \('conv\.'\): pass prefix='conv\.'"):
+        from_torch.conv_params({f"conv.{k}": v for k, v in torch_state.items()})
+
+
 def test_numpy_booleans_are_booleans_and_ints_are_not():
     assert convjax.Layer((3, 3, 1, 1), bias=np.bool_(True)).bias is True
     assert convjax.flop_count(convjax.Layer((3, 3, 1, 1)), (1, 5, 5, 1), count_padding=np.False_)

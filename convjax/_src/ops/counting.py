@@ -285,8 +285,16 @@ def _flatten(op: str, layers: Any) -> list[Layer]:
     if isinstance(layers, Layer):
         return [layers]
     if not isinstance(layers, Sequence) or isinstance(layers, str):
+        hint = ""
+        if hasattr(layers, "kernel") or hasattr(layers, "_description"):  # a layer module
+            hint = (
+                " (describe the layer's shapes with convjax.Layer(kernel_shape, ...); a module's "
+                "own parameters count as sum(p.size for p in jax.tree.leaves(nnx.state(module, "
+                "nnx.Param))))"
+            )
         raise TypeError(
-            f"{op}: layers must be a Layer or a sequence of Layers, got {type(layers).__name__}."
+            f"{op}: layers must be a convjax.Layer or a sequence of them, got "
+            f"{type(layers).__name__}{hint}."
         )
     flat = [layer for item in layers for layer in _flatten(op, item)]
     if not flat:

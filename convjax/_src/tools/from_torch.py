@@ -146,7 +146,17 @@ def _layer_params(
 ) -> dict[str, np.ndarray]:
     key = f"{prefix}weight"
     if key not in state_dict:
-        raise KeyError(f"{op}: state_dict has no {key!r}; its keys are {sorted(state_dict)!r}.")
+        nested = sorted(k.removesuffix("weight") for k in state_dict if k.endswith(".weight"))
+        hint = (
+            f" The weights are under prefixes ({', '.join(repr(p) for p in nested[:4])}): pass "
+            f"prefix={nested[0]!r} for one layer, or convert a whole model's layers with "
+            f"from_torch.modules(model)."
+            if nested and not prefix
+            else ""
+        )
+        raise KeyError(
+            f"{op}: state_dict has no {key!r}; its keys are {sorted(state_dict)!r}.{hint}"
+        )
     params = {"kernel": kernel_fn(state_dict[key])}
     bias = state_dict.get(f"{prefix}bias")
     if bias is not None:
@@ -205,7 +215,17 @@ def load(module: Any, params: Mapping[str, Any]) -> None:
     for name, value in params.items():
         current = getattr(module, name, None)
         if current is None or not hasattr(current, "shape"):
-            raise ValueError(f"from_torch.load: {type(module).__name__} has no parameter {name!r}.")
+            names = [n for n in ("kernel", "bias") if hasattr(getattr(module, n, None), "shape")]
+            hint = (
+                " PyTorch's names: convert the state_dict with from_torch.conv_params(state) "
+                "(or conv_transpose_params) first."
+                if name == "weight"
+                else ""
+            )
+            raise ValueError(
+                f"from_torch.load: {type(module).__name__} has no parameter {name!r} (it has "
+                f"{', '.join(names) or 'none'}).{hint}"
+            )
         value = _numpy("from_torch.load", f"params[{name!r}]", value)
         if value.shape != current.shape:
             raise ValueError(
