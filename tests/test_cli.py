@@ -98,6 +98,10 @@ def _animate(tmp_path, monkeypatch, *args):
         ("--input 5 5 --kernel 3 3 --dilation 0", "--dilation must be >= 1, got 0."),
         ("--input 5 5 --kernel 0 3", "--kernel sizes must be >= 1, got 0 3."),
         ("--input 5 5 --kernel 3 3 --channels 0 1", "--channels must be >= 1, got 0 1."),
+        (
+            "--input 5 5 --kernel 3 3 --groups 3",
+            "--groups 3 must divide both channel counts, got --channels 1 1; e.g. --channels 3 3.",
+        ),
         ("--input 5 5 --kernel 3 3 --max-frames 0", "--max-frames must be >= 1, got 0."),
         (
             "--input 3000 3000 --kernel 3 3",
@@ -176,6 +180,7 @@ def test_animate_samples_frames_shows_progress_and_makes_folders(tmp_path, capsy
         ),
         (["train", "--seed", str(2**63 - 1)], r"--seed: must be from 0 to 2\*\*32 - 1, got 9223"),
         (["train", "--seed", "-1"], r"--seed: must be from 0 to 2\*\*32 - 1, got -1"),
+        (["train", "--impl", "fft"], r"--impl: invalid choice: 'fft' \(choose from 'auto'"),
         (["bench", "--models", "tcn", "--vjp"], r"--vjp chooses what to time in the layer suite"),
     ],
 )

@@ -191,7 +191,10 @@ def test_command_writes_the_file_or_exits_2_with_the_message(tmp_path):
     grouped = "--input 5 5 --kernel 3 3 --groups 2 --channels 3 4"
     failed = run(*grouped.split(), "--out", str(bad))
     assert failed.returncode == 2 and not bad.exists()
-    assert failed.stderr.startswith("convjax animate: viz.animate: groups must divide")
+    assert failed.stderr.startswith(
+        "convjax animate: --groups 2 must divide both channel counts, got --channels 3 4; e.g. "
+        "--channels 2 2."
+    )
     assert len(failed.stderr.strip().splitlines()) == 1
 
 

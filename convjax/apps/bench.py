@@ -365,8 +365,8 @@ def table(results: dict[str, Any]) -> str:
             if n not in names and not n.startswith("torch"):
                 names.append(n)
     header = (
-        f"{'case':<40} {'mode':<8} {'torch':>8} "
-        + " ".join(f"{n:>15}" for n in names)
+        f"{'case':<40} {'mode':<8} {'torch ms':>8} "
+        + " ".join(f"{n + ' ms':>15}" for n in names)
         + "  auto runs"
     )
     lines = [header, "-" * len(header)]

@@ -32,7 +32,7 @@ def _animate_parser(commands) -> None:
         "shapes and options, frame by frame, from the index maps convjax computes with. With "
         "--channels or --groups, each frame also shows which input channels each output "
         "channel reads.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsShown,
     )
     animate.add_argument("--input", type=int, nargs="+", required=True, help="spatial sizes")
     animate.add_argument(
@@ -56,12 +56,24 @@ def _animate_parser(commands) -> None:
         help="input and output channels",
     )
     animate.add_argument(
-        "--padding-mode", default="zeros", choices=("zeros", "reflect", "replicate", "circular")
+        "--padding-mode",
+        default="zeros",
+        choices=("zeros", "reflect", "replicate", "circular"),
+        help="what the padding holds: zeros, or the input reflected, repeated or wrapped around",
     )
     animate.add_argument("--transpose", action="store_true", help="draw conv_transpose")
-    animate.add_argument("--output-padding", type=int, nargs="+", default=[0], help="transposed")
     animate.add_argument(
-        "--view", choices=("forward", "scatter", "conv"), help="default: forward, or scatter"
+        "--output-padding",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="extra rows on the high side of the transposed output (with --transpose)",
+    )
+    animate.add_argument(
+        "--view",
+        choices=("forward", "scatter", "conv"),
+        help="what to draw: forward (the default for a conv), or for --transpose scatter (its "
+        "default: each input scattered) or conv (the stride-1 conv of the spread input)",
     )
     animate.add_argument("--values", action="store_true", help="write numbers in the cells")
     animate.add_argument("--fps", type=float, default=2.0, help="frames per second")
@@ -135,6 +147,11 @@ def _check_animate(args) -> None:
     for flag, value in (("--groups", [args.groups]), ("--channels", args.channels)):
         if min(value) < 1:
             raise ValueError(f"{flag} must be >= 1, got {_shown(value)}.")
+    if any(c % args.groups for c in args.channels):
+        raise ValueError(
+            f"--groups {args.groups} must divide both channel counts, got --channels "
+            f"{_shown(args.channels)}; e.g. --channels {args.groups} {args.groups}."
+        )
     if not (math.isfinite(args.fps) and args.fps >= MIN_FPS):
         raise ValueError(
             f"--fps must be a number >= {MIN_FPS} (100 s per frame at most), got {args.fps:g}."
@@ -280,13 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         help="train a small conv denoiser with optax on synthetic data",
         description="Train an encoder-decoder denoiser (strided, dilated, depthwise-separable and "
         "transposed convs) with adam on synthetic images made in code, printing progress.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsShown,
     )
     train.add_argument(
         "--impl",
-        choices=[f.name for f in convjax.formulations()],
+        choices=[f.name for f in convjax.formulations() if f.name != "fft"],
         default="auto",
-        help="the formulation every layer runs",
+        help="the formulation every layer runs (not fft: it takes strides 1, and the model's "
+        "encoder has stride-2 layers)",
     )
     train.add_argument("--steps", type=int, default=400, help="optimisation steps")
     train.add_argument("--batch-size", type=int, default=16, help="images per step")
@@ -310,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "convolutions — forward, and the gradients of a loss of the output as training runs "
         "them — alternating in rounds; print medians and ratios.  With --models, whole "
         "training steps of reference architectures instead.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsShown,
     )
     bench.add_argument("--quick", action="store_true", help="3 rounds instead of 9")
     bench.add_argument("--rounds", type=_positive_int, help="timed rounds per contender")
@@ -326,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f.name for f in convjax.formulations())
         + "; default: all of them in the layer suite, auto with --models)",
     )
-    bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    bench.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="the inputs' and parameters' dtype",
+    )
     bench.add_argument(
         "--models",
         nargs="*",
@@ -353,6 +376,16 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         _fail(args.command, "interrupted.")
         return 130
+
+
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help, except where there is none to show (``None``: the
+    help says what happens)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
