@@ -18,9 +18,9 @@ def test_tour_prints_every_section_and_both_paths_agree(capsys, tmp_path):
     positions = [page.index(f". {html.escape(title)}</h2>") for title in titles]
     assert positions == sorted(positions)  # the page tells the types in the tour's order
     pictures = [p for _, _, section in tour.SECTIONS for p in section]
-    channel_pictures = sum("channels" in options for _, options in pictures)
-    assert page.count("<script>") == len(pictures) - channel_pictures >= 6
-    assert page.count("<img alt=") == channel_pictures >= 3
+    still = sum("channels" in options or "figure" in options for _, options in pictures)
+    assert page.count("<script>") == len(pictures) - still >= 6
+    assert page.count("<img alt=") == still >= 4
     # The page tells the numbers the tour prints, each under its own section: none is empty.
     sections = re.split(r"<h2>\d+\. ", page)[1:]
     printed = re.split(r"\n\d+\. ", out)[1:]
@@ -39,8 +39,16 @@ def test_tour_prints_every_section_and_both_paths_agree(capsys, tmp_path):
         "6 parameters instead of 9",
         "4608 parameters; depthwise separable (multiplier 1): 656",
         "receptive field 5x5 with 9 parameters",
+        "147456 parameters (shared: 576); the same kernel everywhere is the conv: max |diff| = ",
+        "a mask of 0.5 (DCN v2) halves it",
+        "12 of 25 taps live; output (4, 4) ignores the pixel after it: change 0.0e+00",
     ]:
         assert fact in out, fact
+    for claim in (
+        "everywhere is the conv: max |diff| = ",
+        "zero offsets are the conv, max |diff| = ",
+    ):
+        assert float(out.split(claim, 1)[1].split()[0].rstrip(";")) < 1e-5, claim
     deconvolved = re.search(
         r"recovered by deconvolve: rel error (\S+) \(Wiener\), (\S+) \(lsq\);"
         r"  by conv_transpose: (\S+)",

@@ -247,6 +247,66 @@ def _separable():
     )
 
 
+def _offsets(seed: int = 3) -> np.ndarray:
+    """Offsets for one 3x3 deformable output on a 7x7 input: each tap displaced by up to a
+    cell and a half, fractions included (bilinear samples)."""
+    return np.random.default_rng(seed).uniform(-1.5, 1.5, (1, 5, 5, 18))
+
+
+@section(
+    "Beyond the classic types: locally connected, deformable and masked",
+    (
+        "deformable: where output (2, 2) of a 3x3 kernel samples, each tap moved by its offset",
+        {
+            "figure": lambda: viz.deform_sampling(
+                (1, 7, 7, 1), (3, 3, 1, 1), _offsets(), output_position=(2, 2)
+            )
+        },
+    ),
+)
+def _beyond():
+    x = _random((1, 16, 16, 8))
+    shared = _random((3, 3, 8, 8), 1)
+    count = convjax.local_layer_count(x.shape, (3, 3), 8, padding="SAME")
+    everywhere = jnp.broadcast_to(shared, count.kernel_shape)
+    local = {
+        impl: convjax.local_conv(x, everywhere, padding="SAME", impl=impl)
+        for impl in ("taps", "gather")
+    }
+    same = float(jnp.max(jnp.abs(local["taps"] - convjax.conv(x, shared, padding="SAME"))))
+    diff = float(jnp.max(jnp.abs(local["taps"] - local["gather"])))
+    print(
+        f"  locally connected 3x3, 8 -> 8 channels on 16x16: a kernel per output position, "
+        f"{count.params} parameters (shared: {shared.size}); the same kernel everywhere is the "
+        f"conv: max |diff| = {same:.1e}   {agree(diff).replace('lax', 'taps')}"
+    )
+    image, kernel = _random((1, 7, 7, 1)), _random((3, 3, 1, 1), 2)
+    still = convjax.deform_conv(image, kernel, jnp.zeros((1, 5, 5, 18), jnp.float32))
+    moved = convjax.deform_conv(image, kernel, jnp.asarray(_offsets(), jnp.float32))
+    half = convjax.deform_conv(
+        image,
+        kernel,
+        jnp.zeros((1, 5, 5, 18), jnp.float32),
+        mask=jnp.full((1, 5, 5, 9), 0.5, jnp.float32),
+    )
+    print(
+        f"  deformable 3x3: zero offsets are the conv, max |diff| = "
+        f"{float(jnp.max(jnp.abs(still - convjax.conv(image, kernel)))):.1e}; learned offsets "
+        f"move each tap (output (2, 2): {float(still[0, 2, 2, 0]):+.3f} -> "
+        f"{float(moved[0, 2, 2, 0]):+.3f}); a mask of 0.5 (DCN v2) halves it: "
+        f"{float(half[0, 2, 2, 0]):+.3f}"
+    )
+    mask = convjax.pixelcnn_mask((5, 5), 1, 1, mask_type="A")
+    causal = _random((5, 5, 1, 1), 3) * jnp.asarray(mask, jnp.float32)
+    picture = _random((1, 8, 8, 1), 4)
+    later = picture.at[0, 4, 5, 0].add(1.0)  # a pixel after (4, 4) in raster order
+    y0, y1 = (convjax.conv(p, causal, padding="SAME")[0, 4, 4, 0] for p in (picture, later))
+    print(
+        f"  masked (PixelCNN type A): {int(mask.sum())} of 25 taps live; output (4, 4) ignores "
+        f"the pixel after it: change {abs(float(y1 - y0)):.1e}"
+    )
+
+
 @section(
     "Flax modules on either backend",
     (
@@ -331,7 +391,12 @@ def write_page(
         parts.append(f"<pre>{html.escape(text.strip(chr(10)))}</pre>")
         for caption, options in pictures:
             parts.append(f"<h3>{html.escape(caption)}</h3>")
-            if "channels" in options:
+            if "figure" in options:
+                data = base64.b64encode(options["figure"]()._repr_png_()).decode()
+                parts.append(
+                    f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                )
+            elif "channels" in options:
                 fig = viz.channels(
                     *options["channels"],
                     groups=options["groups"],
