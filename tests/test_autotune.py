@@ -60,6 +60,7 @@ def test_results_are_the_chosen_formulations_under_every_transformation(cache):
     np.testing.assert_array_equal(layer(x), same(x))
     summary = convjax.autotune.summary()
     assert "x (2, 9, 8, 4) kernel (3, 3, 1, 8) float64" in summary and "timed" in summary
+    assert "padding ((1, 1), (1, 1)) dilation" in summary  # the convolution, its padding too
     records = [json.loads(p.read_text()) for p in cache.glob("*.json")]
     assert any(r["choice"] == name and set(r["timings_ms"]) >= {"lax", "taps"} for r in records)
 

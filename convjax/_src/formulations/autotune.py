@@ -109,7 +109,7 @@ def summary() -> str:
     >>> y = convjax.conv(x, kernel, impl="autotune")
     >>> print(convjax.autotune.summary())  # doctest: +ELLIPSIS
     convjax autotune: ...
-    ...x (1, 16, 2) kernel (3, 2, 2) float32 strides (1,) dilation (1,) groups 1: ...
+    ...x (1, 16, 2) kernel (3, 2, 2) float32 strides (1,) padding ((0, 0),) dilation (1,) groups 1: ...
     """
     with _lock:
         records = list(_choices.values())
@@ -185,7 +185,9 @@ def tuned(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> str
     record["table"] = choose(spec, x_shape, kernel_shape, transposed=transposed, dtype=dtype)
     record["description"] = (
         f"{'transposed ' if transposed else ''}x {tuple(x_shape)} kernel {tuple(kernel_shape)} "
-        f"{dtype.name} strides {spec.strides} dilation {spec.dilation} groups {spec.groups}"
+        f"{dtype.name} strides {spec.strides} padding {spec.padding}"
+        + (f" {spec.padding_mode}" if spec.padding_mode != "zeros" else "")
+        + f" dilation {spec.dilation} groups {spec.groups}"
     )
     with _lock:
         _choices[key] = record

@@ -53,8 +53,8 @@ def local_kernels(
     Returns:
       A ``matplotlib.figure.Figure`` (save it with ``fig.savefig(path)``).
 
-    >>> from convjax._src.tools.viz_local import local_kernels
-    >>> fig = local_kernels((5, 5), (3, 3), padding=1, strides=2)
+    >>> from convjax import viz
+    >>> fig = viz.local_kernels((5, 5), (3, 3), padding=1, strides=2)
     >>> [ax.get_title().splitlines()[0] for ax in fig.axes]
     ['input x, padded: 7x7', 'kernel: one 3x3 kernel per output', 'output y: 3x3']
     """
