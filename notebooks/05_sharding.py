@@ -69,8 +69,13 @@ print("equal to one device:", np.allclose(y, convjax.conv(x, k, padding="SAME"),
 # %%
 plan = convjax.halo_plan(xs, k.shape, padding="SAME")
 axis = plan.axes[0]
+devices = mesh.shape["rows"]
 for message in axis.messages:
-    print(f"shift {message.shift}: (sender, receiver) {message.pairs}, {message.length} row(s)")
+    ahead = message.shift if message.shift <= devices // 2 else message.shift - devices
+    where = (
+        "the next device" if ahead == 1 else "the device before" if ahead == -1 else f"{ahead:+d}"
+    )
+    print(f"from {where}: (sender, receiver) {message.pairs}, {message.length} row(s)")
 print("each device assembles", axis.window, "rows for its", axis.output_block, "output rows")
 print("halo bytes per device:", plan.halo_bytes, "=", 2, "rows ×", 48 * 3 * 4, "bytes × 2 images")
 
