@@ -263,10 +263,21 @@ def test_every_picture_is_legible_at_its_own_size(name):
     [
         (
             dict(padding=1, values=True),
-            ["x: input", "y: output, written", "kernel's shadow", "zero padding", "kernel weight"],
+            [
+                "x: input",
+                "y: output, written",
+                "kernel's shadow",
+                "zero padding",
+                "shadow on a zero",  # the grey of the padding the kernel covers
+                "×w",  # the weight mark, drawn in its swatch as on the cells
+                "kernel weight",
+            ],
         ),
         (dict(padding=1, padding_mode="reflect"), ["(i,j) is a copy of x[i,j]"]),
-        (dict(transpose=True, strides=2, padding=1), ["y: output", "outside y", "where"]),
+        (
+            dict(transpose=True, strides=2, padding=1),
+            ["y: output", "outside y", "where", "x: the input this step scatters"],
+        ),
         (dict(transpose=True, strides=2, view="conv"), ["a zero, inserted or padding"]),
     ],
 )

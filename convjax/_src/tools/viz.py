@@ -1135,6 +1135,18 @@ def _swatch(p: _Painter, m: _Metrics, x, y, size, swatch: dict) -> None:
         )
         if swatch.get("shadow"):
             p.rect(x, y, size, size, SHADOW, edge="none", z=3)
+        if swatch.get("mark"):  # the mark drawn on the cells, as they show it
+            p.text(
+                x + size / 2,
+                y + size / 2,
+                swatch["mark"],
+                m.small,
+                ha="center",
+                va="center",
+                colour=WEIGHT,
+                bold=True,
+                outline="black",
+            )
 
 
 def _num(value) -> str:
@@ -1358,6 +1370,7 @@ def _legend_entries(anim: Animation) -> list[tuple[dict, str]]:
     entries = []
     if scatter:
         entries += [
+            (dict(face=BLUE, shadow=True), "x: the input this step scatters"),
             (dict(face=BLUE), "x: input, added in"),
             (dict(face=PALE_BLUE), "x: input, still to come"),
             (dict(face=CYAN), "y: output"),
@@ -1387,13 +1400,19 @@ def _legend_entries(anim: Animation) -> list[tuple[dict, str]]:
         "scatter": "kernel's shadow: where this step adds",
     }[anim.view]
     entries.append((dict(face=CYAN if scatter else BLUE, shadow=True), shadow))
+    if "zero" in kinds and not scatter:  # the shadow greys the white padding it covers
+        entries.append(
+            (dict(face="white", edge=DASHED, style="--", shadow=True), "shadow on a zero")
+        )
     if not scatter:
         entries += [
             (dict(face=CYAN), "y: output, written"),
             (dict(face=PALE_CYAN), "y: output, still to come"),
         ]
     if anim.values is not None:
-        entries.append((dict(face=BLUE, shadow=True), "×w: the kernel weight on that cell"))
+        entries.append(
+            (dict(face=BLUE, shadow=True, mark="×w"), "×w: the kernel weight on that cell")
+        )
     if anim.channels is not None:
         grouped = anim.channels[2] > 1
         entries.append(
