@@ -57,6 +57,7 @@ EDGE, DASHED = "#3a3a3a", "#8a8a8a"
 WEIGHT = "#ffe066"  # kernel weights, on the kernel's shadow
 GROUP_COLOURS = ("#d9622b", "#3a8f3a", "#8e5ea2", "#c23b6b", "#2f6db5", "#9a7a12")
 MAX_SHEET_FRAMES = 16
+SHEET_WIDTH_PX = 1800  # the widest a sheet of frames gets (at 90 dpi) unless a frame is wider
 MAX_FRAMES = 200  # frames drawn into one .gif or .html unless asked for more
 MAX_CELLS = 4096  # cells in one drawn array (64x64): more is not a legible picture
 SUFFIXES = (".gif", ".html", ".htm", ".png")
@@ -1256,7 +1257,11 @@ class _Drawing:
         m = self.m
         gap = m.px(GAP_PX)
         panels = [self._panel(i) for i in frames]
-        body = _table(panels, min(len(panels), 4), 3 * gap)
+        # Up to 4 frames a row, as many as fit a screen's width (wide frames fewer: a sheet
+        # scaled down to a screen makes its text too small to read).
+        panel = max(p.width for p in panels) + 3 * gap
+        fit = int((m.px(SHEET_WIDTH_PX) + 3 * gap) // panel)
+        body = _table(panels, max(1, min(len(panels), 4, fit)), 3 * gap)
         header = _lines(self.anim.call.splitlines(), m.code, mono=True)
         width = max(body.width, header.width, m.px(MIN_WIDTH_PX))
         legend = _legend(m, _legend_entries(self.anim), width)
