@@ -475,3 +475,11 @@ def test_the_sampling_picture_refuses_non_finite_offsets_or_masks_by_name():
     offsets, mask = np.zeros((1, 3, 3, 18)), np.full((1, 3, 3, 9), np.nan)
     with pytest.raises(ValueError, match=r"^viz.deform_sampling: the mask of output \(1, 1\)"):
         viz.deform_sampling((1, 5, 5, 1), (3, 3, 1, 1), offsets, mask=mask, output_position=(1, 1))
+
+
+def test_a_sheet_of_wide_frames_takes_fewer_columns_and_fits_a_screen():
+    fig = viz.figure(
+        (4, 4, 1), (3, 3, 1, 1), strides=2, transpose=True, output_padding=1, view="conv"
+    )
+    width, height = fig.canvas.get_width_height()
+    assert width <= 1800 and height > width  # 2 columns of 16 frames, not 4
