@@ -320,6 +320,7 @@ def train(
         print("\n" + summary(result) if live else summary(result), file=out)
     if save_to is not None:
         config = dict(width=width, blocks=blocks, size=size, noise=noise, impl=impl, seed=seed)
+        config |= dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate)
         written = save(result, save_to, config)
         if out is not None:
             print(f"wrote {', '.join(str(p) for p in written)}", file=out)
@@ -333,7 +334,7 @@ def _flat(state) -> dict[str, jax.Array]:
 
 def save(result: TrainResult, directory: str | pathlib.Path, config: dict[str, Any]):
     """Write ``params.npz`` (the trained parameters by their state path), ``config.json`` (what
-    :func:`load` needs to rebuild the model), ``loss.png`` (the loss curve) and ``denoised.png``
+    :func:`load` needs to rebuild the model, and the run's settings), ``loss.png`` (the loss curve) and ``denoised.png``
     (noisy, denoised and clean held-out images) to ``directory``; return the paths.  The PNGs
     need matplotlib (``convjax[viz]``); without it only the first two are written."""
     directory = pathlib.Path(directory)
@@ -348,7 +349,8 @@ def save(result: TrainResult, directory: str | pathlib.Path, config: dict[str, A
         return written
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
-    ax.semilogy(np.arange(1, result.losses.size + 1), result.losses, lw=1)
+    steps = np.arange(1, result.losses.size + 1)
+    ax.semilogy(steps, result.losses, lw=1, label="training batch")
     ax.axhline(result.noisy_loss, color="gray", ls="--", lw=1, label="noisy input (held out)")
     ax.axhline(result.eval_loss, color="black", lw=1, label="denoised (held out)")
     ax.set_xlabel("step")
