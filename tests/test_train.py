@@ -1,6 +1,7 @@
 """The training run: the loss falls, and the lax and gather backends train the same model."""
 
 import io
+import json
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,8 @@ def test_loss_falls_by_a_clear_margin(tmp_path):
         "loss.png",
         "denoised.png",
     }
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["steps"] == 60 and config["learning_rate"] == 1e-2 and config["batch_size"]
     reloaded = train.load(tmp_path)
     images = train.make_batch(jax.random.key(5), 2, SMALL["size"])[0]
     apply = nnx.jit(lambda model, x: model(x))  # one compilation serves both (same graph)
