@@ -334,9 +334,10 @@ def _flat(state) -> dict[str, jax.Array]:
 
 def save(result: TrainResult, directory: str | pathlib.Path, config: dict[str, Any]):
     """Write ``params.npz`` (the trained parameters by their state path), ``config.json`` (what
-    :func:`load` needs to rebuild the model, and the run's settings), ``loss.png`` (the loss curve) and ``denoised.png``
-    (noisy, denoised and clean held-out images) to ``directory``; return the paths.  The PNGs
-    need matplotlib (``convjax[viz]``); without it only the first two are written."""
+    :func:`load` needs to rebuild the model, and the run's settings), ``loss.png`` (the loss
+    curve) and ``denoised.png`` (noisy, denoised and clean held-out images) to ``directory``;
+    return the paths.  The PNGs need matplotlib (``convjax[viz]``); without it only the first
+    two are written."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = {k: np.asarray(v) for k, v in _flat(nnx.state(result.model, nnx.Param)).items()}

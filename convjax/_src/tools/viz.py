@@ -760,7 +760,7 @@ def channels(*counts: int, groups: int | Sequence[int] = 1, labels: Sequence[str
     entries.append(
         (
             dict(line=GROUP_COLOURS[0] if grouped else "#5a5a5a"),
-            line + (" (a colour per group)" if grouped else ""),
+            line + (_group_colours(max(groups)) if grouped else ""),
         )
     )
     gap = m.px(GAP_PX)
@@ -1424,10 +1424,17 @@ def _legend_entries(anim: Animation) -> list[tuple[dict, str]]:
             (
                 dict(line=GROUP_COLOURS[0] if grouped else "#5a5a5a"),
                 "channels: a line joins an output channel to each input channel it reads"
-                + (" (a colour per group)" if grouped else ""),
+                + (_group_colours(anim.channels[2]) if grouped else ""),
             )
         )
     return entries
+
+
+def _group_colours(groups: int) -> str:
+    """What the lines' colours say: one per group, in turn when there are more groups."""
+    if groups <= len(GROUP_COLOURS):
+        return " (a colour per group)"
+    return f" (a colour per group, in turn: {len(GROUP_COLOURS)} colours)"
 
 
 def _cell_text(p, m, x, y, text, colour, *, lifted: bool, small: bool = False) -> None:
