@@ -101,18 +101,20 @@ def draw(plan, title):
     sources = plan.axes[0].sources  # [device, window row]: where each row comes from
     own = np.arange(len(sources))[:, None]
     kind = np.where(sources == own, 0, np.where(sources < 0, 2, 1))  # own, neighbour, padding
-    _, ax = plt.subplots(figsize=(7, 2.2), layout="constrained")
-    ax.imshow(
-        kind,
-        cmap=plt.matplotlib.colors.ListedColormap(["tab:blue", "tab:orange", "0.85"]),
-        vmin=0,
-        vmax=2,
-    )
+    colours = ["#9ecae1", "#fdae6b", "0.9"]  # light: the numbers on them stay readable
+    fig, ax = plt.subplots(figsize=(7.5, 2.8), layout="constrained")
+    ax.imshow(kind, cmap=plt.matplotlib.colors.ListedColormap(colours), vmin=0, vmax=2)
     for (p, e), source in np.ndenumerate(sources):
-        ax.text(e, p, "pad" if source < 0 else source, ha="center", va="center", fontsize=8)
+        ax.text(e, p, "pad" if source < 0 else source, ha="center", va="center", fontsize=9)
     ax.set_yticks(range(len(sources)), [f"device {p}" for p in range(len(sources))])
-    ax.set_xlabel("row of the window each device assembles (the number: the device it comes from)")
+    ax.set_xlabel("row of each device's window (the number: the device the row comes from)")
     ax.set_title(title)
+    meanings = ["its own rows", "halo: a neighbour's rows", "padding, filled locally"]
+    patches = [
+        plt.matplotlib.patches.Patch(color=c, label=m)
+        for c, m in zip(colours, meanings, strict=True)
+    ]
+    fig.legend(handles=patches, loc="outside lower center", ncols=3)
     plt.show()
 
 
