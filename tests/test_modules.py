@@ -461,6 +461,11 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
             TypeError,
             r"^Conv: mask must be an array of numbers .* nested lists of unequal lengths\.$",
         ),
+        (  # a Linen layer knows its output channels when it is made
+            lambda: convjax.linen.Conv(4, (3, 3), feature_group_count=3),
+            ValueError,
+            r"^Conv: feature_group_count must divide features, but 3 does not divide 4\.$",
+        ),
         (  # PyTorch's names, a typo, PyTorch's positional options: what to write instead
             lambda: convjax.nnx.Conv(4, 6, (3, 3), stride=2, groups=2, rngs=nnx.Rngs(0)),
             TypeError,

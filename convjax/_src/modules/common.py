@@ -84,6 +84,11 @@ def check_options(
     for name in ("features", "feature_group_count", "depth_multiplier"):
         if name in options:
             positive(op, name, options[name])
+    if "features" in options and options["features"] % options.get("feature_group_count", 1):
+        raise ValueError(  # a Linen layer's output channels (its input's come with the input)
+            f"{op}: feature_group_count must divide features, but "
+            f"{options['feature_group_count']} does not divide {options['features']}."
+        )
     conv = {name: options[name] for name in ("strides", "padding", "padding_mode")}
     conv["dilation"] = options["kernel_dilation"]
     if transposed:
