@@ -63,3 +63,15 @@ def test_halo_plan_checks_the_convolution():
     )
     with pytest.raises(ValueError, match=r"halo_plan: groups must divide the input channels"):
         convjax.halo_plan(x, (3, 3, 1, 4), groups=2)
+
+
+def test_a_plan_prints_in_one_line():
+    mesh = jax.make_mesh((1,), ("rows",))
+    x = jax.ShapeDtypeStruct(
+        (2, 8, 8, 3), "float32", sharding=jax.NamedSharding(mesh, jax.P(None, "rows"))
+    )
+    text = repr(convjax.halo_plan(x, (3, 3, 3, 4), padding="SAME"))
+    assert (
+        text.startswith("HaloPlan(0 sharded spatial axes, spec P(None") and "halo_bytes 0" in text
+    )
+    assert "\n" not in text and len(text) < 200

@@ -483,3 +483,11 @@ def test_a_sheet_of_wide_frames_takes_fewer_columns_and_fits_a_screen():
     )
     width, height = fig.canvas.get_width_height()
     assert width <= 1800 and height > width  # 2 columns of 16 frames, not 4
+
+
+def test_an_animation_prints_in_one_line():
+    text = repr(viz.animate((5, 5, 1), (3, 3, 1, 1), strides=2))
+    assert text == (
+        "Animation(convjax.conv(x, k, strides=2); x (5, 5, 1), k (3, 3, 1, 1) → y (2, 2, 1): "
+        "4 steps, forward)"
+    )

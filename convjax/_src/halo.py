@@ -141,6 +141,12 @@ class HaloPlan:
     itemsize: int
     batch_ndim: int
 
+    def __repr__(self) -> str:  # the index arrays of every message would run to pages
+        return (
+            f"HaloPlan({len(self.axes)} sharded spatial axes, spec {self.spec}, local_shape "
+            f"{self.local_shape}, halo_bytes {self.halo_bytes})"
+        )
+
     @property
     def halo_bytes(self) -> int:
         """Bytes of input each device receives in the forward conv (the most any device does):

@@ -122,6 +122,11 @@ class Animation:
     padding_mode: str = "zeros"
     channels: tuple[int, int, int] | None = None
 
+    def __repr__(self) -> str:  # every step's cells would run to pages
+        return (
+            f"Animation({'; '.join(self.call.splitlines())}: {len(self.steps)} steps, {self.view})"
+        )
+
     def evaluate(self, x: Any, kernel: Any, upto: int | None = None) -> np.ndarray:
         """The convolution of single-channel spatial arrays computed from the frames' records
         alone (float64), after the first ``upto`` steps (default: all): equal to what convjax
