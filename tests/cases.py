@@ -7,6 +7,7 @@ convjax.
 
 import math
 import types
+from collections.abc import Mapping
 
 from hypothesis import strategies as st
 
@@ -90,6 +91,11 @@ def case_id(case):
         f"x{case['x_shape']}-k{case['kernel_shape']}-s{o['strides']}-p{o['padding']}-"
         f"d{o['dilation']}-g{o['groups']}-{o['padding_mode']}"
     ).replace(" ", "")
+
+
+def pair_id(value):
+    """:func:`case_id` for the cases among parametrised pairs; pytest's own id for the rest."""
+    return case_id(value) if isinstance(value, Mapping) else None
 
 
 @st.composite

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import reference
 from cases import make_case
+from helpers import checkerboard
 from jax.test_util import check_grads
 
 import convjax
@@ -84,14 +85,12 @@ MODELS = [
 
 
 def wiener_cases(channels, wide, narrow):
-    """Every channel layout under every model in the ``wide`` dtype, and under the first model
-    in the ``narrow`` one too."""
+    """Channel layouts under every model in the ``wide`` dtype, and under the first model in
+    the ``narrow`` one too (by default a checkerboard of the two: see ``helpers``)."""
+    settings = [(model, wide) for model in MODELS] + [(MODELS[0], narrow)]
     return [
         pytest.param(*c, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{dtype}")
-        for i, c in enumerate(channels)
-        for model in MODELS
-        for dtype in (wide, narrow)
-        if dtype == wide or model is MODELS[0]
+        for (i, c), (model, dtype) in checkerboard(list(enumerate(channels)), settings)
     ]
 
 

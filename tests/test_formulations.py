@@ -5,6 +5,7 @@ picks what it says; and ``auto`` equals ``lax`` on every variant under jit, vmap
 import functools
 import math
 import typing
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import reference
 from cases import CASES, case_id, configs, make_case
-from helpers import COMPUTING, TOLERANCE, assert_close, fan_in, operands
+from helpers import COMPUTING, TOLERANCE, assert_close, checkerboard, fan_in, operands
 from hypothesis import given
 
 import convjax
@@ -113,8 +114,14 @@ HALF_CASES = [CASES[2], TILING[0]]  # narrow groups with strides; dense windows 
 HALF = [(f, jnp.bfloat16) for f in ("auto", *FORMULATIONS)] + [("taps", jnp.float16)]
 
 
-@pytest.mark.parametrize("formulation, dtype", HALF, ids=lambda v: getattr(v, "__name__", v))
-@pytest.mark.parametrize("case", HALF_CASES, ids=case_id)
+@pytest.mark.parametrize(
+    "case, formulation, dtype",
+    [
+        (case, *half)
+        for half, case in checkerboard(HALF, HALF_CASES, whole=(("auto", jnp.bfloat16),))
+    ],
+    ids=lambda v: case_id(v) if isinstance(v, Mapping) else getattr(v, "__name__", v),
+)
 def test_half_precision_gradients_keep_their_dtype(formulation, dtype, case):
     """Both gradients of a float32 loss of a half-precision conv, and of its transposed conv,
     come back in the operands' dtype, within that dtype's tolerance of the float64 reference."""

@@ -5,11 +5,11 @@ and trains.  Tiny sizes: the architectures take their sizes as fields."""
 import functools
 import io
 import math
-import os
 
 import jax
 import numpy as np
 import pytest
+from helpers import THOROUGH
 
 from convjax.apps import models
 
@@ -59,7 +59,7 @@ def convjax_reference(name: str, dtype: str):
     return F.count(network), F.loss_value(network, batch), None
 
 
-@pytest.mark.parametrize(("name", "other"), PAIRS)
+@pytest.mark.parametrize(("name", "other"), PAIRS if THOROUGH else PAIRS[::2])
 def test_same_parameter_count_and_step0_loss_float32(name, other):
     arch, F = TINY[name], framework(other)
     (network,) = models.instantiate(arch, [F])
@@ -174,9 +174,7 @@ def gradient_over_forward(arch: models.Architecture, F: models.Framework) -> flo
 # their forwards before (depthwise, grouped, transposed, a 1-d residual stack): compiling all
 # eight is a tenth of the default run.
 RECOMPUTATION_CHECKED = (
-    list(models.ARCHITECTURES)
-    if os.environ.get("CONVJAX_HYPOTHESIS_PROFILE") == "thorough"
-    else ["convnext", "resnext", "unet", "tcn"]
+    list(models.ARCHITECTURES) if THOROUGH else ["convnext", "resnext", "unet", "tcn"]
 )
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx, serialization
-from helpers import IMPLS
+from helpers import IMPLS, checkerboard
 
 import convjax
 from convjax._src.modules import common as modules_common
@@ -335,8 +335,10 @@ DTYPES = [
 ]
 
 
-@pytest.mark.parametrize("param_dtype, x_dtype, dtype, result", DTYPES)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "name, param_dtype, x_dtype, dtype, result",
+    [(name, *dtypes) for name, dtypes in checkerboard(NAMES, DTYPES)],
+)
 def test_dtype_and_param_dtype(name, param_dtype, x_dtype, dtype, result):
     case = next(c for c in LAYERS if c["name"] == name)
     module = nnx_layer(case, param_dtype=param_dtype, dtype=dtype)

@@ -3,7 +3,6 @@ XLA:CPU used to abort on (and of random others) compiles, in a process of its ow
 abort fails this test instead of ending the run.  Nor does one get the wrong numbers XLA:CPU's
 convolution gives for spans of 2**24 positions and more."""
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -12,11 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import THOROUGH
 
 import convjax
 
 SCRIPT = pathlib.Path(__file__).parent / "subprocess" / "sweep_aborts.py"
-RANDOM_CASES = 200 if os.environ.get("CONVJAX_HYPOTHESIS_PROFILE") == "thorough" else 6
+RANDOM_CASES = 200 if THOROUGH else 6
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """Sharded convolutions: ``tests/sharded`` on 8 simulated CPU devices, in processes of their own
 (a JAX process fixes its device count when it starts, and the rest of the suite keeps one).
 
-Each test here runs one group of ``tests/sharded/check_sharding.py`` so that the suite's workers
-share them.  On one device: what a sharded plan says without a mesh to run it on.
+One test runs all of ``tests/sharded`` in one process (started once: its start is a third of
+its time; the suite runs it first, beside the other worker's short tests).  On one device: what
+a sharded plan says without a mesh to run it on.
 """
 
 import os
@@ -16,15 +17,10 @@ import pytest
 import convjax
 
 HERE = pathlib.Path(__file__).parent
-GROUPS = (  # about equal halves
-    "formulations_and_padding_modes or communication",
-    "not (formulations_and_padding_modes or communication)",
-)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group", GROUPS)
-def test_on_eight_devices(group):
+def test_on_eight_devices():
     flags = os.environ.get("XLA_FLAGS", "")
     env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=8"}
     result = subprocess.run(
@@ -38,8 +34,6 @@ def test_on_eight_devices(group):
             "-p",
             "no:xdist",
             "-q",
-            "-k",
-            group,
         ],
         env=env,
         capture_output=True,

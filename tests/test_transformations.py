@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import FORMULATIONS
+from helpers import FORMULATIONS, checkerboard
 
 import convjax
 
@@ -115,8 +115,9 @@ def everything(kind, formulation):
     return run
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize(
+    ("formulation", "kind"), checkerboard(FORMULATIONS, KINDS, whole=("auto",))
+)
 def test_every_transformation_to_second_order(formulation, kind):
     c = case(kind, formulation)
     a, at, r = ref(c)
