@@ -38,14 +38,19 @@ _CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("convjax_ca
 
 
 @contextlib.contextmanager
-def reported_as(name: str) -> Iterator[None]:
-    """Errors raised by convjax functions called inside this block name ``name`` as the
-    operation: a module (``"Conv"``) or a composite function calling the pure functions."""
-    token = _CALLER.set(name)
+def _setting(variable: contextvars.ContextVar, value: Any) -> Iterator[None]:
+    """``variable`` is ``value`` inside the block (and what it was again after it)."""
+    token = variable.set(value)
     try:
         yield
     finally:
-        _CALLER.reset(token)
+        variable.reset(token)
+
+
+def reported_as(name: str) -> contextlib.AbstractContextManager[None]:
+    """Errors raised by convjax functions called inside this block name ``name`` as the
+    operation: a module (``"Conv"``) or a composite function calling the pure functions."""
+    return _setting(_CALLER, name)
 
 
 def op_name(default: str) -> str:
@@ -331,15 +336,10 @@ _CHANNELS_FIRST: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def given_channels_first() -> Iterator[None]:
+def given_channels_first() -> contextlib.AbstractContextManager[None]:
     """Inside this block the input arrived channels-first (``data_format="channels_first"``)
     and was moved: error messages show its shape as the user passed it."""
-    token = _CHANNELS_FIRST.set(True)
-    try:
-        yield
-    finally:
-        _CHANNELS_FIRST.reset(token)
+    return _setting(_CHANNELS_FIRST, True)
 
 
 def given_as_channels_first() -> bool:
@@ -350,15 +350,10 @@ def given_as_channels_first() -> bool:
 _INPUT_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("convjax_input_name", default="x")
 
 
-@contextlib.contextmanager
-def input_named(name: str) -> Iterator[None]:
+def input_named(name: str) -> contextlib.AbstractContextManager[None]:
     """Inside this block the input is the argument ``name`` (``"input_shape"`` for the
     functions that take shapes), and error messages call it so instead of ``x``."""
-    token = _INPUT_NAME.set(name)
-    try:
-        yield
-    finally:
-        _INPUT_NAME.reset(token)
+    return _setting(_INPUT_NAME, name)
 
 
 def input_name() -> str:

@@ -7,6 +7,7 @@ only in how they fill the spec.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 
@@ -239,22 +240,22 @@ def output_shape(
     >>> convjax.output_shape((8, 5, 5, 16), (3, 3, 16, 32), strides=2)
     (8, 2, 2, 32)
     """
-    input_shape = check_shape("output_shape", "input_shape", input_shape)
-    kernel_shape = check_shape("output_shape", "kernel_shape", kernel_shape)
-    with input_named("input_shape"):
-        spec = geometry(
-            "output_shape",
-            input_shape,
-            kernel_shape,
-            strides=strides,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            padding_mode=padding_mode,
-        )
+    options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
+    input_shape, kernel_shape, spec = _of_shapes(
+        "output_shape", input_shape, kernel_shape, padding_mode=padding_mode, **options
+    )
     ndim = spec.ndim
     out = spec.output_spatial(input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
     return (*input_shape[: -ndim - 1], *out, kernel_shape[-1])
+
+
+def _of_shapes(op: str, input_shape: Any, kernel_shape: Any, **options: Any):
+    """``(input_shape, kernel_shape, spec)`` of a convolution given by its shapes alone, checked
+    under ``op`` (the input called ``input_shape`` in the errors)."""
+    input_shape = check_shape(op, "input_shape", input_shape)
+    kernel_shape = check_shape(op, "kernel_shape", kernel_shape)
+    with input_named("input_shape"):
+        return input_shape, kernel_shape, geometry(op, input_shape, kernel_shape, **options)
 
 
 def index_map(
@@ -274,20 +275,10 @@ def index_map(
     >>> m.axes[0].position.tolist(), m.axes[0].index.tolist()
     ([[-1, 0, 1], [1, 2, 3], [3, 4, 5]], [[1, 0, 1], [1, 2, 3], [3, 4, 3]])
     """
-    op = op_name("index_map")
-    input_shape = check_shape(op, "input_shape", input_shape)
-    kernel_shape = check_shape(op, "kernel_shape", kernel_shape)
-    with input_named("input_shape"):
-        spec = geometry(
-            op,
-            input_shape,
-            kernel_shape,
-            strides=strides,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            padding_mode=padding_mode,
-        )
+    options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
+    input_shape, kernel_shape, spec = _of_shapes(
+        op_name("index_map"), input_shape, kernel_shape, padding_mode=padding_mode, **options
+    )
     ndim = spec.ndim
     return gather.build_index_map(spec, input_shape[-ndim - 1 : -1], kernel_shape[:ndim])
 

@@ -600,17 +600,9 @@ def local_layer_count(
             f"{op}: groups must divide the input channels, but {groups} does not divide {c_in}."
         )
     shared = (*window, c_in // groups, out_channels)
+    options = dict(strides=strides, padding=padding, dilation=dilation, padding_mode=padding_mode)
     with input_named("input_shape"):
-        spec = make_spec(
-            op,
-            input_shape,
-            shared,
-            strides=strides,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            padding_mode=padding_mode,
-        )
+        spec = make_spec(op, input_shape, shared, groups=groups, **options)
     out = spec.output_spatial(input_shape[-ndim - 1 : -1], window)
     kernel_shape = (*out, *shared)
     biases = {None: 0, "shared": out_channels, "local": math.prod(out) * out_channels}[bias]

@@ -1142,17 +1142,12 @@ def _swatch(p: _Painter, m: _Metrics, x, y, size, swatch: dict) -> None:
         if swatch.get("shadow"):
             p.rect(x, y, size, size, SHADOW, edge="none", z=3)
         if swatch.get("mark"):  # the mark drawn on the cells, as they show it
-            p.text(
-                x + size / 2,
-                y + size / 2,
-                swatch["mark"],
-                m.small,
-                ha="center",
-                va="center",
-                colour=WEIGHT,
-                bold=True,
-                outline="black",
-            )
+            _weight_mark(p, m, x + size / 2, y + size / 2, swatch["mark"], "center", "center")
+
+
+def _weight_mark(p: _Painter, m: _Metrics, x, y, text: str, ha: str, va: str) -> None:
+    """A kernel weight written on the kernel's shadow: yellow, outlined."""
+    p.text(x, y, text, m.small, ha=ha, va=va, colour=WEIGHT, bold=True, outline="black")
 
 
 def _num(value) -> str:
@@ -1474,17 +1469,7 @@ def _paint_frame(p, m, anim, index, outputs, at) -> None:
         p.rect(x, y, c, c, SHADOW, edge="none", z=3)
         if weights is not None:
             weight = "×" + _num(weights.reshape(-1)[tap])
-            p.text(
-                x + c - m.px(3),
-                y + c - m.px(2),
-                weight,
-                m.small,
-                ha="right",
-                va="bottom",
-                colour=WEIGHT,
-                bold=True,
-                outline="black",
-            )
+            _weight_mark(p, m, x + c - m.px(3), y + c - m.px(2), weight, "right", "bottom")
 
 
 def _frame_label(anim, kind, cell, x_values, outputs) -> tuple[str | None, str]:
