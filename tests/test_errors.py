@@ -422,3 +422,19 @@ def test_transposes_jax_takes_refuse_integers_and_booleans_by_name():
     x, kernel = jnp.ones((4, 1), jnp.int32), jnp.ones((4, 3, 1, 1), jnp.int32)
     with pytest.raises(TypeError, match=r"^local_conv_transpose: x must have a floating .*int32"):
         convjax.local_conv_transpose(x, kernel)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: convjax.dilated_conv(X, K, dilation=2), r"'dilation' \(convjax calls it rate=\)"),
+        (lambda: convjax.conv(X, K, stride=2), r"^conv: .* 'stride' \(convjax calls it strides=\)"),
+        (lambda: convjax.conv(X, K, feature_group_count=2), r"\(convjax calls it groups=\)\.$"),
+        (lambda: convjax.conv_transpose(X, K, kernel_dilation=2), r"calls it dilation=\)\.$"),
+        (lambda: convjax.conv(X, K, paddng=1), r"'paddng' \(did you mean padding=\?\)\.$"),
+        (lambda: convjax.conv(X, K, foo=1), r"^conv: got an unexpected keyword argument 'foo'\.$"),
+    ],
+)
+def test_another_librarys_name_for_an_option_gets_convjaxs(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import functools
 import inspect
 import math
@@ -259,12 +260,14 @@ def check_arrays(op: str, **arrays: Any) -> None:
             ) from None
 
 
-def jax_operands(*names: str) -> Callable[[Callable], Callable]:
-    """Decorate a public function: its NumPy operands ``names`` (arrays, or lists of arrays)
-    become JAX arrays before anything reads their dtypes, with JAX's dtypes as ``jnp`` functions
-    take them (float64 → float32 unless ``jax_enable_x64`` is on), and ``preferred_element_type``
-    is canonicalised likewise (with JAX's warning where it narrows).  Otherwise the shapes and
-    dtypes convjax derives would be the NumPy operands' while the arrays computed are JAX's."""
+def public_function(*names: str) -> Callable[[Callable], Callable]:
+    """Decorate a public function's entry.  Its NumPy operands ``names`` (arrays, or lists of
+    arrays) become JAX arrays before anything reads their dtypes, with JAX's dtypes as ``jnp``
+    functions take them (float64 → float32 unless ``jax_enable_x64`` is on), and
+    ``preferred_element_type`` is canonicalised likewise (with a warning where it narrows):
+    otherwise the shapes and dtypes convjax derives would be the NumPy operands' while the
+    arrays computed are JAX's.  A keyword it does not take is named with the one meant (another
+    library's name for it, or a near spelling)."""
 
     def decorate(fn: Callable) -> Callable:
         parameters = list(inspect.signature(fn).parameters)
@@ -272,6 +275,9 @@ def jax_operands(*names: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for name in kwargs:
+                if name not in parameters:
+                    raise TypeError(_unknown_keyword(fn.__name__, name, parameters))
             args = tuple(_as_jax(a) if i in positions else a for i, a in enumerate(args))
             kwargs = {k: _as_jax(v) if k in names else v for k, v in kwargs.items()}
             if kwargs.get("preferred_element_type") is not None:
@@ -283,6 +289,28 @@ def jax_operands(*names: str) -> Callable[[Callable], Callable]:
         return wrapper
 
     return decorate
+
+
+# Other libraries' names for convjax's options (lax, Flax, PyTorch), by what convjax calls them.
+_OTHER_NAMES = {
+    "stride": ("strides",),
+    "window_strides": ("strides",),
+    "dilation": ("rate",),  # dilated_conv's
+    "kernel_dilation": ("dilation", "rate"),
+    "rhs_dilation": ("dilation", "rate"),
+    "feature_group_count": ("groups",),
+    "groups": ("depth_multiplier",),  # depthwise_conv's
+    "dimension_numbers": ("data_format",),
+}
+
+
+def _unknown_keyword(op: str, name: str, parameters: Sequence[str]) -> str:
+    hint = ""
+    if meant := [n for n in _OTHER_NAMES.get(name, ()) if n in parameters]:
+        hint = f" (convjax calls it {meant[0]}=)"
+    elif close := difflib.get_close_matches(name, parameters, n=1):
+        hint = f" (did you mean {close[0]}=?)"
+    return f"{op}: got an unexpected keyword argument {name!r}{hint}."
 
 
 def _as_jax(value: Any) -> Any:

@@ -22,8 +22,8 @@ from convjax._src.checks import (
     check_shape,
     given_as_channels_first,
     input_named,
-    jax_operands,
     op_name,
+    public_function,
 )
 from convjax._src.formulations import Backend, Impl, gather
 from convjax._src.ops.apply import apply
@@ -32,7 +32,7 @@ from convjax._src.spec import ConvSpec, Padding, PaddingMode, channels_first_hin
 from convjax._src.spec import make_spec as geometry
 
 
-@jax_operands("x", "kernel")
+@public_function("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def conv(
     x: jax.Array,
@@ -102,7 +102,7 @@ def conv(
     return apply(x, kernel, spec, backend, **options)
 
 
-@jax_operands("x", "kernel")
+@public_function("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def dilated_conv(
     x: jax.Array,
@@ -144,7 +144,7 @@ def dilated_conv(
     return apply(x, kernel, spec, backend, **options)
 
 
-@jax_operands("x", "kernel")
+@public_function("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def depthwise_conv(
     x: jax.Array,

@@ -38,8 +38,8 @@ from convjax._src.checks import (
     check_precision,
     check_real,
     dtype_kind,
-    jax_operands,
     op_name,
+    public_function,
 )
 from convjax._src.formulations import Impl
 from convjax._src.ops.layout import accepts_data_format, kernel_ndim
@@ -63,7 +63,7 @@ class DeconvolveInfo(NamedTuple):
     residual: jax.Array
 
 
-@jax_operands("y", "kernel")
+@public_function("y", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def deconvolve(
     y: jax.Array,

@@ -47,8 +47,8 @@ from convjax._src.checks import (
     check_int,
     check_precision,
     check_preferred_element_type,
-    jax_operands,
     op_name,
+    public_function,
     reported_as,
 )
 from convjax._src.formulations import Impl
@@ -69,7 +69,7 @@ from convjax._src.ops.layout import (
 from convjax._src.spec import ConvSpec, Padding, PaddingMode, check_padding_mode, make_spec
 
 
-@jax_operands("x", "kernel", "offsets", "mask")
+@public_function("x", "kernel", "offsets", "mask")
 def deform_conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -219,7 +219,7 @@ def deform_conv(
     return from_channels_last(y, ndim, data_format)
 
 
-@jax_operands("x", "kernel", "offset_kernel", "offset_bias")
+@public_function("x", "kernel", "offset_kernel", "offset_bias")
 def deformable_conv(
     x: jax.Array,
     kernel: jax.Array,

@@ -79,8 +79,8 @@ from convjax._src.checks import (
     check_preferred_element_type,
     check_shape,
     input_named,
-    jax_operands,
     op_name,
+    public_function,
 )
 from convjax._src.formulations import REGISTRY, GatherBackend
 from convjax._src.formulations.base import (
@@ -110,7 +110,7 @@ def _spatial_ndim(arguments: dict[str, Any]) -> int:
     return (rank - 2) // 2
 
 
-@jax_operands("x", "kernel")
+@public_function("x", "kernel")
 @accepts_data_format(_spatial_ndim)
 def local_conv(
     x: jax.Array,
@@ -209,7 +209,7 @@ def local_conv(
     return _on_devices(local, x, kernel, ndim)
 
 
-@jax_operands("x", "kernel")
+@public_function("x", "kernel")
 @accepts_data_format(_spatial_ndim)
 def local_conv_transpose(
     x: jax.Array,

@@ -32,8 +32,8 @@ from convjax._src.checks import (
     check_precision,
     check_preferred_element_type,
     check_real,
-    jax_operands,
     op_name,
+    public_function,
     reported_as,
 )
 from convjax._src.formulations import Backend, Impl
@@ -106,7 +106,7 @@ def axis_spec(spec: ConvSpec, axis: int) -> ConvSpec:
     )
 
 
-@jax_operands("x", "kernels")
+@public_function("x", "kernels")
 @accepts_data_format(lambda arguments: len(arguments["kernels"]))
 def spatial_separable_conv(
     x: jax.Array,
@@ -225,7 +225,7 @@ def _separable_spec(
     return spec, backend
 
 
-@jax_operands("x", "depthwise_kernel", "pointwise_kernel")
+@public_function("x", "depthwise_kernel", "pointwise_kernel")
 @accepts_data_format(kernel_ndim("depthwise_kernel"))
 def depthwise_separable_conv(
     x: jax.Array,
@@ -376,7 +376,7 @@ class SeparableFactors(NamedTuple):
         )
 
 
-@jax_operands("kernel_2d")
+@public_function("kernel_2d")
 def separable_factors(
     kernel_2d: jax.Array, *, rank: int | None = None, tol: float | None = None
 ) -> SeparableFactors:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from convjax._src import halo, shapes
-from convjax._src.checks import check_int, jax_operands, op_name, per_dim, reported_as
+from convjax._src.checks import check_int, op_name, per_dim, public_function, reported_as
 from convjax._src.formulations import Impl
 from convjax._src.ops.conv import conv
 from convjax._src.ops.layout import (
@@ -120,7 +120,7 @@ def _channels_last(op: str, x_chunk: Any, ndim: int, data_format: str) -> Any:
     return to_channels_last(op, x_chunk, ndim, data_format)
 
 
-@jax_operands("x_chunk", "kernel")
+@public_function("x_chunk", "kernel")
 def init(
     x_chunk: Any,
     kernel: Any,
@@ -157,7 +157,7 @@ def init(
     return State(halo.zeros(shape, x.dtype, like=x))
 
 
-@jax_operands("x_chunk", "kernel")
+@public_function("x_chunk", "kernel")
 def step(
     state: State,
     x_chunk: jax.Array,

@@ -35,9 +35,9 @@ from convjax._src.checks import (
     dtype_kind,
     given_as_channels_first,
     input_name,
-    jax_operands,
     op_name,
     per_dim,
+    public_function,
 )
 from convjax._src.formulations import AutoBackend, AutotuneBackend, Backend, Impl
 from convjax._src.ops.apply import apply, apply_transpose
@@ -325,7 +325,7 @@ def transpose_operator(
     return ConvOperator(spec, backend, input_shape, tuple(spatial))
 
 
-@jax_operands("x", "kernel")
+@public_function("x", "kernel")
 @accepts_data_format(kernel_ndim("kernel"))
 def conv_transpose(
     x: jax.Array,

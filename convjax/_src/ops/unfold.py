@@ -33,8 +33,8 @@ from convjax._src.checks import (
     check_shape,
     input_name,
     input_named,
-    jax_operands,
     op_name,
+    public_function,
     reported_as,
 )
 from convjax._src.formulations import gather, taps
@@ -45,7 +45,7 @@ from convjax._src.spec import Padding, PaddingMode, make_spec
 UNFOLD_IMPLS = ("auto", "taps", "gather")
 
 
-@jax_operands("x")
+@public_function("x")
 @accepts_data_format(lambda arguments: len(arguments["window"]))
 def unfold(
     x: jax.Array,
@@ -101,7 +101,7 @@ def _unfold(x, spec, *, window, impl):
     return patches.reshape(*lead, *out, math.prod(window) * channels)
 
 
-@jax_operands("patches")
+@public_function("patches")
 def fold(
     patches: jax.Array,
     input_shape: Sequence[int],
