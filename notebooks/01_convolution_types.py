@@ -252,6 +252,42 @@ for _ in range(150):
 print(f"recovered displacement {np.round(np.asarray(shift), 3)} (true {np.asarray(true_shift)})")
 
 # %% [markdown]
+# ## Locally connected and masked
+#
+# A locally connected layer (Flax's `ConvLocal`) keeps the convolution's windows but gives every
+# output position a kernel of its own: `kernel [*out_spatial, *window, C_in // groups, C_out]`.
+# The same kernel at every position is the convolution; the price is a kernel per position.
+
+# %%
+image = jnp.asarray(rng.normal(size=(1, 8, 8, 3)), jnp.float32)
+shared = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+count = convjax.local_layer_count(image.shape, (3, 3), 4, padding="SAME")
+everywhere = jnp.broadcast_to(shared, count.kernel_shape)
+local = convjax.local_conv(image, everywhere, padding="SAME")
+print(
+    f"kernel {count.kernel_shape}: {count.params} weights against {shared.size} shared; "
+    f"the same kernel everywhere is the conv, largest difference "
+    f"{float(jnp.max(jnp.abs(local - convjax.conv(image, shared, padding='SAME')))):.1e}"
+)
+viz.local_kernels((6, 6), (3, 3), padding=1, strides=2)
+
+# %% [markdown]
+# A masked convolution multiplies the kernel by a fixed mask (Flax's `Conv(mask=...)`): PixelCNN's
+# type-A mask keeps the taps before the centre in raster order, so an output never reads its own
+# pixel or any after it. The modules take `mask=`; its taps get zero gradient.
+
+# %%
+mask = convjax.pixelcnn_mask((5, 5), 1, 1, mask_type="A")
+print(mask[:, :, 0, 0].astype(int))
+causal = jnp.asarray(rng.normal(size=(5, 5, 1, 1)) * mask, jnp.float32)
+picture = jnp.asarray(rng.normal(size=(1, 8, 8, 1)), jnp.float32)
+later = picture.at[0, 4, 5, 0].add(1.0)  # the pixel after (4, 4)
+moved = convjax.conv(later, causal, padding="SAME") - convjax.conv(picture, causal, padding="SAME")
+reached = [tuple(o) for o in np.argwhere(np.asarray(moved[0, ..., 0]) != 0).tolist()]
+print(f"{len(reached)} outputs moved when pixel (4, 5) changed, every one after it:")
+print("  ", all(o > (4, 5) for o in reached), reached)
+
+# %% [markdown]
 # ## Causal convolutions, streamed
 #
 # `padding="CAUSAL"` pads only the past: output `t` reads inputs up to `t`. A WaveNet-style stack

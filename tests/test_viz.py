@@ -491,3 +491,15 @@ def test_an_animation_prints_in_one_line():
         "Animation(convjax.conv(x, k, strides=2); x (5, 5, 1), k (3, 3, 1, 1) → y (2, 2, 1): "
         "4 steps, forward)"
     )
+
+
+def test_every_figure_shows_itself_in_jupyter():
+    """A Figure made without pyplot shows only its repr in Jupyter unless it has _repr_png_."""
+    offsets = np.zeros((1, 3, 3, 18))
+    for figure in (
+        viz.local_kernels((5, 5), (3, 3), padding=1, strides=2),
+        viz.deform_sampling((1, 5, 5, 1), (3, 3, 1, 1), offsets, output_position=(1, 1)),
+        viz.channels(4, 8, groups=2),
+        viz.figure((3, 3, 1), (2, 2, 1, 1)),
+    ):
+        assert figure._repr_png_()[:4] == b"\x89PNG", type(figure)

@@ -23,6 +23,7 @@ import numpy as np
 from convjax._src.checks import check_int, check_real, check_shape, reported_as
 from convjax._src.ops.conv import index_map
 from convjax._src.spec import Padding, PaddingMode
+from convjax._src.tools.viz import _matplotlib
 
 MAX_OUTPUTS = 64  # output positions drawn (8x8): more is not a legible picture
 INPUT, PADDING, EDGE = "#c9def0", "#f2f2f2", "#3a3a3a"
@@ -39,8 +40,8 @@ def local_kernels(
     outlined: Sequence[Sequence[int]] | None = None,
     cell: float = 0.42,
 ) -> Any:
-    """A matplotlib ``Figure``: which kernel each output position of a 2-d
-    :func:`convjax.local_conv` uses, and which input cells it reads.
+    """A matplotlib ``Figure`` (it shows itself in Jupyter): which kernel each output position
+    of a 2-d :func:`convjax.local_conv` uses, and which input cells it reads.
 
     Args:
       input_shape: the input's spatial shape ``(H, W)``.
@@ -92,7 +93,7 @@ def local_kernels(
                 f"{op}: outlined positions must be (i, j) with 0 <= i < {out[0]} and "
                 f"0 <= j < {out[1]}, got {o}."
             )
-    from matplotlib.figure import Figure  # optional dependency: drawing
+    Figure = _matplotlib()  # shows itself in Jupyter, as every viz picture does
     from matplotlib.patches import Patch, Rectangle  # optional dependency: drawing
 
     colours = _colours(int(np.prod(out)))
