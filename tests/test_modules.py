@@ -468,6 +468,17 @@ def test_list_options_become_tuples_so_nnx_jit_can_hash_the_graph():
             ValueError,
             r"^Conv: feature_group_count must divide features, but 3 does not divide 4\.$",
         ),
+        (  # Linen's dataclass constructor too
+            lambda: convjax.linen.Conv(4, (3, 3), stride=2, kernel_dilaton=2),
+            TypeError,
+            r"^Conv: got an unexpected keyword argument 'stride' \(stride= is strides= here; "
+            r"did you mean kernel_dilation=\?\)\.$",
+        ),
+        (
+            lambda: convjax.linen.DepthwiseConv((3, 3), foo=1),
+            TypeError,
+            r"^DepthwiseConv: got an unexpected keyword argument 'foo'\.$",
+        ),
         (  # PyTorch's names, a typo, PyTorch's positional options: what to write instead
             lambda: convjax.nnx.Conv(4, 6, (3, 3), stride=2, groups=2, rngs=nnx.Rngs(0)),
             TypeError,

@@ -10,9 +10,10 @@ kernel where there are several (``depthwise_kernel`` / ``pointwise_kernel``, ``k
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -164,6 +165,29 @@ def check_channels(op: str, x: Any, in_features: int, ndim: int, data_format: st
         f"{op}: x has {shape[-1]} channels, but the layer was built with in_features="
         f"{in_features} (x shape {given}, read as {layout}).{hint}"
     )
+
+
+# PyTorch's names for the layers' arguments, and the ones these layers use (as Flax's do).
+TORCH_NAMES = {
+    "in_channels": "in_features",
+    "out_channels": "out_features",
+    "stride": "strides",
+    "dilation": "kernel_dilation",
+    "groups": "feature_group_count",
+    "bias": "use_bias",
+}
+
+
+def keyword_hints(names: Iterable[str], parameters: Collection[str]) -> list[str]:
+    """For each of ``names`` a layer does not take, the one meant: PyTorch's name for it, or a
+    near spelling."""
+    hints = []
+    for name in (n for n in names if n not in parameters):
+        if TORCH_NAMES.get(name) in parameters:
+            hints.append(f"{name}= is {TORCH_NAMES[name]}= here")
+        elif close := difflib.get_close_matches(name, parameters, n=1):
+            hints.append(f"did you mean {close[0]}=?")
+    return hints
 
 
 def freeze(value: Any) -> Any:

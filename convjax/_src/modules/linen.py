@@ -8,6 +8,8 @@ built for one runs the other.  Options are checked when a layer is constructed, 
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,7 +106,22 @@ def _build(description: LayerDescription) -> type:
         "_description": description,
     }
     bases = (Layer, Streaming) if description.streams else (Layer,)
-    return type(description.name, bases, namespace)
+    cls = type(description.name, bases, namespace)
+    dataclass_init = cls.__init__  # Flax made the layer a dataclass: its fields are the options
+    fields = inspect.signature(dataclass_init).parameters
+
+    @functools.wraps(dataclass_init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if unknown := [n for n in kwargs if n not in fields]:
+            hints = common.keyword_hints(kwargs, fields)
+            raise TypeError(
+                f"{description.name}: got an unexpected keyword argument {unknown[0]!r}"
+                + (f" ({'; '.join(hints)})." if hints else ".")
+            )
+        dataclass_init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
 
 
 Conv = _build(LAYERS["Conv"])

@@ -8,7 +8,6 @@ is the functions' ``dilation`` and ``feature_group_count`` their ``groups``.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
@@ -106,29 +105,13 @@ def _signature(description: LayerDescription) -> inspect.Signature:
     return inspect.Signature(parameters)
 
 
-# PyTorch's names for the layers' arguments, and the ones these layers use (as Flax's do).
-TORCH_NAMES = {
-    "in_channels": "in_features",
-    "out_channels": "out_features",
-    "stride": "strides",
-    "dilation": "kernel_dilation",
-    "groups": "feature_group_count",
-    "bias": "use_bias",
-}
-
-
 def _bind(cls, args, kwargs) -> dict[str, Any]:
     """The constructor's arguments by name, defaults filled in, ``self`` and ``rngs`` left out."""
     try:
         bound = cls.__signature__.bind(*args, rngs=None, **kwargs)
     except TypeError as error:
         parameters = cls.__signature__.parameters
-        hints = []
-        for name in (n for n in kwargs if n not in parameters):
-            if TORCH_NAMES.get(name) in parameters:
-                hints.append(f"{name}= is {TORCH_NAMES[name]}= here")
-            elif close := difflib.get_close_matches(name, parameters, n=1):
-                hints.append(f"did you mean {close[0]}=?")
+        hints = common.keyword_hints(kwargs, parameters)
         if len(args) > sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters.values()):
             positional = [n for n, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
             hints.append(f"only {', '.join(positional)} go by position; name the rest")
