@@ -77,14 +77,18 @@ def is_sequence(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str)
 
 
+def unwrapped(value: Any) -> Any:
+    """A 0-d NumPy array's element (a NumPy scalar); any other value as it is."""
+    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
 def check_int(
     op: str, name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
     """``value`` as an int (Python or NumPy integer, or a 0-d NumPy array of one); bools,
     floats and other types are a TypeError, and a value below ``minimum`` or above ``maximum``
     a ValueError."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
+    value = unwrapped(value)
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{op}: {name} must be an int, got {value!r} of type {type(value).__name__}."
@@ -401,6 +405,13 @@ def shown_shape(x_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
     shape = tuple(x_shape)
     if not _CHANNELS_FIRST.get() or len(shape) < ndim + 1:
         return shape
+    return channels_first(shape, ndim)
+
+
+def channels_first(shape: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """A channels-last ``[*batch, *spatial, C]`` shape with ``ndim`` spatial dims as
+    channels-first, ``[*batch, C, *spatial]``."""
+    shape = tuple(shape)
     return (*shape[: -ndim - 1], shape[-1], *shape[-ndim - 1 : -1])
 
 

@@ -52,8 +52,8 @@ def both_paths(fn: Callable[..., jax.Array], *args, **kwargs) -> tuple[jax.Array
     return lax_y, float(jnp.max(jnp.abs(lax_y - gather_y)))
 
 
-def agree(diff: float) -> str:
-    return f"lax vs gather max |diff| = {diff:.1e} " + ("(agree)" if diff < 1e-4 else "(DIFFER)")
+def agree(diff: float, pair: str = "lax vs gather") -> str:
+    return f"{pair} max |diff| = {diff:.1e} " + ("(agree)" if diff < 1e-4 else "(DIFFER)")
 
 
 @section(
@@ -278,17 +278,13 @@ def _beyond():
     print(
         f"  locally connected 3x3, 8 -> 8 channels on 16x16: a kernel per output position, "
         f"{count.params} parameters (shared: {shared.size}); the same kernel everywhere is the "
-        f"conv: max |diff| = {same:.1e}   {agree(diff).replace('lax', 'taps')}"
+        f"conv: max |diff| = {same:.1e}   {agree(diff, 'taps vs gather')}"
     )
     image, kernel = _random((1, 7, 7, 1)), _random((3, 3, 1, 1), 2)
-    still = convjax.deform_conv(image, kernel, jnp.zeros((1, 5, 5, 18), jnp.float32))
+    zero = jnp.zeros((1, 5, 5, 18), jnp.float32)
+    still = convjax.deform_conv(image, kernel, zero)
     moved = convjax.deform_conv(image, kernel, jnp.asarray(_offsets(), jnp.float32))
-    half = convjax.deform_conv(
-        image,
-        kernel,
-        jnp.zeros((1, 5, 5, 18), jnp.float32),
-        mask=jnp.full((1, 5, 5, 9), 0.5, jnp.float32),
-    )
+    half = convjax.deform_conv(image, kernel, zero, mask=jnp.full((1, 5, 5, 9), 0.5, jnp.float32))
     print(
         f"  deformable 3x3: zero offsets are the conv, max |diff| = "
         f"{float(jnp.max(jnp.abs(still - convjax.conv(image, kernel)))):.1e}; learned offsets "
@@ -391,23 +387,19 @@ def write_page(
         parts.append(f"<pre>{html.escape(text.strip(chr(10)))}</pre>")
         for caption, options in pictures:
             parts.append(f"<h3>{html.escape(caption)}</h3>")
+            if "figure" not in options and "channels" not in options:
+                parts.append(viz.animate(**options).to_html(fps=1.5))
+                continue
             if "figure" in options:
-                data = base64.b64encode(options["figure"]()._repr_png_()).decode()
-                parts.append(
-                    f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-                )
-            elif "channels" in options:
+                fig = options["figure"]()
+            else:
                 fig = viz.channels(
                     *options["channels"],
                     groups=options["groups"],
                     labels=options.get("labels", ()),
                 )
-                data = base64.b64encode(fig._repr_png_()).decode()
-                parts.append(
-                    f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-                )
-            else:
-                parts.append(viz.animate(**options).to_html(fps=1.5))
+            data = base64.b64encode(fig._repr_png_()).decode()
+            parts.append(f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
     path.write_text("\n".join(part for part in parts if part) + "\n")

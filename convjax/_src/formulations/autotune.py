@@ -76,7 +76,7 @@ def enable(*, on: bool = True) -> contextlib.AbstractContextManager[None]:
     """
     on = check_bool("autotune.enable", "on", on)
     previous = _state["enabled"]
-    _state["enabled"] = bool(on)
+    _state["enabled"] = on
     return _restoring(previous)
 
 

@@ -242,8 +242,9 @@ def transposed_tap_sum(g, kernel, geometry: Geometry, padded_spatial: Sequence[i
             stop = [b + n for b, n in zip(start, length, strict=True)]
             window = lax.slice(padded, (0, *start, 0), (g.shape[0], *stop, g.shape[-1]))
             terms.append(contract_tap(window, weights[tap], geometry.groups, None))
-        empty = jnp.zeros((g.shape[0], *length, weights.shape[-1]), g.dtype)  # no tap lands
-        phases.append(functools.reduce(operator.add, terms) if terms else empty)
+        if not terms:  # no tap lands on this phase
+            terms = [jnp.zeros((g.shape[0], *length, weights.shape[-1]), g.dtype)]
+        phases.append(functools.reduce(operator.add, terms))
     # [*strides, B, *length, C] → [B, length_0, s_0, length_1, s_1, …, C], then interleaved.
     y = jnp.stack(phases).reshape(*geometry.strides, *phases[0].shape)
     order = [ndim, *(a for i in range(ndim) for a in (ndim + 1 + i, i)), 2 * ndim + 1]

@@ -23,6 +23,7 @@ from flax.nnx import initializers
 
 from convjax._src import formulations, shapes
 from convjax._src.checks import (
+    channels_first,
     check_bool,
     check_dtype,
     check_precision,
@@ -151,7 +152,7 @@ def check_channels(op: str, x: Any, in_features: int, ndim: int, data_format: st
     if len(shape) < ndim + 1 or shape[-1] == in_features:
         return  # a wrong rank is the function's to report
     first = data_format == "channels_first"
-    given = (*shape[: -ndim - 1], shape[-1], *shape[-ndim - 1 : -1]) if first else shape
+    given = channels_first(shape, ndim) if first else shape
     layout = "[*batch, C, *spatial]" if first else "[*batch, *spatial, C]"
     hint = ""
     if not first and given[-ndim - 1] == in_features:

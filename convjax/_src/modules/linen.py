@@ -113,7 +113,7 @@ def _build(description: LayerDescription) -> type:
     @functools.wraps(dataclass_init)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if unknown := [n for n in kwargs if n not in fields]:
-            hints = common.keyword_hints(kwargs, fields)
+            hints = common.keyword_hints(unknown, fields)
             raise TypeError(
                 f"{description.name}: got an unexpected keyword argument {unknown[0]!r}"
                 + (f" ({'; '.join(hints)})." if hints else ".")

@@ -112,8 +112,8 @@ def _bind(cls, args, kwargs) -> dict[str, Any]:
     except TypeError as error:
         parameters = cls.__signature__.parameters
         hints = common.keyword_hints(kwargs, parameters)
-        if len(args) > sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters.values()):
-            positional = [n for n, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        positional = [n for n, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        if len(args) > len(positional):
             hints.append(f"only {', '.join(positional)} go by position; name the rest")
         hint = f" ({'; '.join(hints)})" if hints else ""
         raise TypeError(f"{cls.__name__}: {error}{hint}.") from None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from convjax._src import shapes
-from convjax._src.checks import check_int, is_sequence
+from convjax._src.checks import check_int, is_sequence, unwrapped
 
 
 def _pair(op: str, padding: Any) -> tuple[int, int]:
@@ -30,8 +30,7 @@ def _pair(op: str, padding: Any) -> tuple[int, int]:
         if min(pair) < 0:
             raise ValueError(f"{op}: padding must be >= 0, got {pair!r}.")
         return pair
-    if isinstance(padding, np.ndarray) and padding.ndim == 0:
-        padding = padding[()]
+    padding = unwrapped(padding)
     if isinstance(padding, bool | np.bool_) or not isinstance(padding, int | np.integer):
         raise TypeError(
             f"{op}: padding must be an int or a (lo, hi) pair of ints, got {padding!r}"
