@@ -2,6 +2,9 @@
 
 # First: chooses XLA:CPU's convolution library before any JAX backend starts (xla_flags.py).
 from convjax._src import xla_flags  # noqa: F401, I001
+
+# And keeps XLA:CPU's scratch memory mapped between executions (host_memory.py).
+from convjax._src import host_memory  # noqa: F401
 from convjax import autotune, from_torch, linen, nnx, streaming, viz
 from convjax._src.formulations import (
     AutoBackend,
