@@ -1,6 +1,6 @@
 """convjax: every convolution, twice — on ``lax.conv_general_dilated`` and on an explicit gather."""
 
-# First: chooses XLA:CPU's convolution library before any JAX backend starts (xla_flags.py).
+# First: sets XLA:CPU options before any JAX backend starts (xla_flags.py).
 from convjax._src import xla_flags  # noqa: F401, I001
 
 # And keeps XLA:CPU's scratch memory mapped between executions (host_memory.py).
