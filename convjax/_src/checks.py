@@ -16,7 +16,7 @@ import inspect
 import math
 import operator
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -308,12 +308,24 @@ _OTHER_NAMES = {
 }
 
 
+def meant_keyword(
+    name: str, parameters: Collection[str], other_names: Mapping[str, Sequence[str]]
+) -> tuple[str, bool] | None:
+    """The parameter meant by the unknown keyword ``name``: ``(parameter, True)`` where
+    ``other_names`` lists it as another library's name for one of ``parameters``, else
+    ``(parameter, False)`` for a near spelling; ``None`` where there is neither."""
+    if meant := [n for n in other_names.get(name, ()) if n in parameters]:
+        return meant[0], True
+    if close := difflib.get_close_matches(name, list(parameters), n=1):
+        return close[0], False
+    return None
+
+
 def _unknown_keyword(op: str, name: str, parameters: Sequence[str]) -> str:
     hint = ""
-    if meant := [n for n in _OTHER_NAMES.get(name, ()) if n in parameters]:
-        hint = f" (convjax calls it {meant[0]}=)"
-    elif close := difflib.get_close_matches(name, parameters, n=1):
-        hint = f" (did you mean {close[0]}=?)"
+    if found := meant_keyword(name, parameters, _OTHER_NAMES):
+        meant, renamed = found
+        hint = f" (convjax calls it {meant}=)" if renamed else f" (did you mean {meant}=?)"
     return f"{op}: got an unexpected keyword argument {name!r}{hint}."
 
 

@@ -10,7 +10,6 @@ kernel where there are several (``depthwise_kernel`` / ``pointwise_kernel``, ``k
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -30,6 +29,7 @@ from convjax._src.checks import (
     check_preferred_element_type,
     check_shape,
     dtype_kind,
+    meant_keyword,
     per_dim,
     reported_as,
 )
@@ -170,12 +170,12 @@ def check_channels(op: str, x: Any, in_features: int, ndim: int, data_format: st
 
 # PyTorch's names for the layers' arguments, and the ones these layers use (as Flax's do).
 TORCH_NAMES = {
-    "in_channels": "in_features",
-    "out_channels": "out_features",
-    "stride": "strides",
-    "dilation": "kernel_dilation",
-    "groups": "feature_group_count",
-    "bias": "use_bias",
+    "in_channels": ("in_features",),
+    "out_channels": ("out_features",),
+    "stride": ("strides",),
+    "dilation": ("kernel_dilation",),
+    "groups": ("feature_group_count",),
+    "bias": ("use_bias",),
 }
 
 
@@ -184,10 +184,9 @@ def keyword_hints(names: Iterable[str], parameters: Collection[str]) -> list[str
     near spelling."""
     hints = []
     for name in (n for n in names if n not in parameters):
-        if TORCH_NAMES.get(name) in parameters:
-            hints.append(f"{name}= is {TORCH_NAMES[name]}= here")
-        elif close := difflib.get_close_matches(name, parameters, n=1):
-            hints.append(f"did you mean {close[0]}=?")
+        if found := meant_keyword(name, parameters, TORCH_NAMES):
+            meant, renamed = found
+            hints.append(f"{name}= is {meant}= here" if renamed else f"did you mean {meant}=?")
     return hints
 
 
