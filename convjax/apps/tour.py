@@ -387,17 +387,17 @@ def write_page(
         parts.append(f"<pre>{html.escape(text.strip(chr(10)))}</pre>")
         for caption, options in pictures:
             parts.append(f"<h3>{html.escape(caption)}</h3>")
-            if "figure" not in options and "channels" not in options:
-                parts.append(viz.animate(**options).to_html(fps=1.5))
-                continue
             if "figure" in options:
                 fig = options["figure"]()
-            else:
+            elif "channels" in options:
                 fig = viz.channels(
                     *options["channels"],
                     groups=options["groups"],
                     labels=options.get("labels", ()),
                 )
+            else:
+                parts.append(viz.animate(**options).to_html(fps=1.5))
+                continue
             data = base64.b64encode(fig._repr_png_()).decode()
             parts.append(f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
     out.mkdir(parents=True, exist_ok=True)
