@@ -277,6 +277,20 @@ def kernel_gradient(
     return out
 
 
+def tied(v: jax.Array, w: jax.Array) -> jax.Array:
+    """``v`` again, computed only once ``w`` exists: ``v + (−0)``, the ``−0`` read from ``w``'s
+    first element in a way XLA does not fold (``x + (−0) = x`` for every ``x``, ``−0`` and
+    non-finite values included).  XLA schedules what reads the result after ``w``'s producer,
+    rather than wherever ``v`` is ready."""
+    if w.size == 0:
+        return v
+    first = w.reshape(-1)[0]
+    negative_zero = jnp.where(jnp.isfinite(first), -jnp.abs(first * 0), -0.0)
+    if jnp.iscomplexobj(v):  # −0 in both parts
+        negative_zero = jax.lax.complex(negative_zero, negative_zero)
+    return v + negative_zero.astype(v.dtype)
+
+
 def _example(like, shape, dtype):
     """An example value of ``shape`` and ``dtype`` for ``jax.linear_transpose`` (which reads only
     its type), varying over the manual mesh axes ``like`` varies over inside a ``shard_map``: a
