@@ -241,6 +241,8 @@ def features(**overrides):
         (dict(kind="grouped"), "lax"),
         (dict(transposed=True, strided=True, tiles=True), "taps"),
         (dict(strided=True, tiles=True), "lax"),
+        (dict(strided=True, tiles=True, narrow=True, window=16), "taps"),
+        (dict(platform="gpu", strided=True, tiles=True, narrow=True), "lax"),
         (dict(strided=True, tiles=True, ndim=3), "taps"),
         (dict(platform="gpu", transposed=True, strided=True, tiles=True), "lax"),
     ],

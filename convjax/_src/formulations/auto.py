@@ -139,6 +139,16 @@ TABLE: tuple[Rule, ...] = (
         min_ndim=3,
     ),
     Rule(
+        "taps",
+        "patchifying stems, gradient of a loss: 16x16 s16 224² 3->192 b4 taps 2.7 ms vs lax 46 "
+        "(PyTorch 7.3; 8 channels: 7.3 vs 135); 4x4 s4 64² 3->32 b16 0.38 vs 0.53; 2x2 s2 64² "
+        "8->32 b16 0.55 vs 0.90 (wider inputs stay on lax: 4x4 s4 32² 64->64 b8 1.56 vs 0.87)",
+        platform="cpu",
+        kind="dense",
+        tiles=True,
+        narrow=True,
+    ),
+    Rule(
         "planes",
         "convjax bench, 3x3x3 16³ 32->32 b4, gradient of a loss: planes 8.5 ms vs lax 58 (12³ "
         "8->16 b16: 2.7 vs 23; stride 2: 0.66 vs 59; dilation 2: 8.4 vs 182; 12³ 1->8: 1.7 vs "

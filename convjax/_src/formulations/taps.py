@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import operator
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
@@ -135,19 +136,29 @@ def tiles(geometry: Geometry) -> bool:
 def patch_product(padded, kernel, geometry: Geometry, precision=None):
     """The tap sum of windows that tile the input (:func:`tiles`): the input, cropped to the
     tiles, is its patches after a reshape, so the convolution is one matrix product (per group)
-    and its transposes are one product and a reshape, with no slice per tap."""
+    and its transposes are one product and a reshape, with no slice per tap.
+
+    The patches are moved into rows (``[B · *out, *window · C]``, a copy) before the product:
+    left to order a product over interleaved axes itself, XLA:CPU transposed the operands of
+    the transposes the other way and copied their results back, a 2×2 stride-2 transposed
+    convolution's gradients (64² → 128², 128 → 64, batch 4) 16.2 ms where this takes 11.0."""
     ndim = len(geometry.window)
     crop = tuple(slice(0, o * k) for o, k in zip(geometry.out, geometry.window, strict=True))
     x = padded[(slice(None), *crop, slice(None))]
-    c = kernel.shape[-2]
-    groups = geometry.groups
+    c, groups = kernel.shape[-2], geometry.groups
     tiled = [n for o, k in zip(geometry.out, geometry.window, strict=True) for n in (o, k)]
-    patches = x.reshape(x.shape[0], *tiled, groups, c)
-    weights = kernel.reshape(*geometry.window, c, groups, kernel.shape[-1] // groups)
-    outs, taps = "ABCDEFGHIJKL"[:ndim], "MNOPQRSTUVWX"[:ndim]
-    tiled_letters = "".join(o + t for o, t in zip(outs, taps, strict=True))
-    y = contract(f"z{tiled_letters}gc,{taps}cgj->z{outs}gj", patches, weights, precision=precision)
-    return y.reshape(*y.shape[:-2], kernel.shape[-1])
+    patches = x.reshape(x.shape[0], *tiled, groups, c)  # [B, o₀, k₀, o₁, k₁, …, G, C/G]
+    order = [0, *range(1, 2 * ndim, 2), *range(2, 2 * ndim + 1, 2), 2 * ndim + 1, 2 * ndim + 2]
+    rows = x.shape[0] * math.prod(geometry.out)
+    taps = math.prod(geometry.window)
+    patches = patches.transpose(order).reshape(rows, taps, groups, c)
+    weights = kernel.reshape(taps, c, groups, kernel.shape[-1] // groups)
+    if groups == 1:
+        flat = patches.reshape(rows, taps * c), weights.reshape(taps * c, -1)
+        y = contract("pk,kj->pj", *flat, precision=precision)
+    else:
+        y = contract("ptgc,tcgj->pgj", patches, weights, precision=precision)
+    return y.reshape(x.shape[0], *geometry.out, kernel.shape[-1])
 
 
 def tap_sum(padded, kernel, geometry: Geometry, precision=None):
