@@ -93,6 +93,39 @@ def test_windows_that_tile_the_input(formulation, case):
     check_against_reference(case, formulation)
 
 
+PLANES_FOLDS = [  # (case, whether planes folds the first axis's taps into the outputs)
+    (make_case((2, 5, 4, 6, 6), (3, 2, 3, 6, 4), padding=1, dilation=(2, 1, 1)), True),
+    (make_case((2, 6, 5, 4), (3, 3, 4, 5), padding=((2, 0), (1, 1)), strides=(1, 2)), True),
+    (make_case((2, 5, 4, 6, 2), (3, 2, 3, 2, 8), padding=1), False),  # C_out ≥ k₀ · C_in
+    (make_case((2, 7, 4, 6, 6), (3, 2, 3, 6, 4), padding=1, strides=(2, 1, 1)), False),
+    (make_case((2, 5, 4, 6, 6), (3, 2, 3, 3, 4), padding=1, groups=2), False),
+    (make_case((2, 5, 6, 6), (3, 3, 6, 4), padding=1, padding_mode="reflect"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "into_outputs"), [pytest.param(*c, id=case_id(c[0])) for c in PLANES_FOLDS]
+)
+def test_planes_folds_into_the_outputs_or_the_inputs(case, into_outputs):
+    """Both of planes' folds, each where it runs, equal the reference.  A non-finite weight of a
+    first-axis tap that reads zero padding makes NaN the output planes that read it, as explicit
+    zeros do: the output fold adds a padding plane's convolution where the input fold stacks
+    zeros (along the other axes both are XLA's convolution, which skips the padding's taps)."""
+    planes = formulations.planes
+    shapes = case["x_shape"], case["kernel_shape"]
+    spec = convjax.make_spec("test", *shapes, **case["options"])
+    assert planes.folds_outputs(spec, case["kernel_shape"]) == into_outputs
+    check_against_reference(case, "planes")
+    if into_outputs:
+        x, kernel = operands(case, np.float64)
+        kernel = kernel.at[(0,) * (kernel.ndim - 1) + (0,)].set(np.nan)
+        got, want = (
+            np.isnan(fold(x, kernel, spec)) for fold in (planes.into_outputs, planes.into_inputs)
+        )
+        assert got[:, 0, ..., 0].any()  # the first output plane's tap 0 reads padding only
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("formulation", ["auto", *FORMULATIONS])
 def test_half_precision_accumulates_wide(formulation):
     """bfloat16 in, bfloat16 out, within bfloat16's tolerance of the float64 reference (the

@@ -37,7 +37,7 @@ from jax.interpreters import ad, batching, mlir
 from jax.sharding import PartitionSpec
 
 from convjax._src.checks import op_name
-from convjax._src.formulations.base import Backend, input_gradient, kernel_gradient
+from convjax._src.formulations.base import Backend, input_gradient, kernel_gradient, materialized
 from convjax._src.spec import ConvSpec
 
 ROLES = ("forward", "input", "kernel")
@@ -118,23 +118,6 @@ def _evaluate(a, b, *, problem: Problem, role: str, cpu: bool = False):
             f"for the {what[role]}, expected {tuple(shape)}."
         )
     return out.astype(dtype)
-
-
-def materialized(v: jax.Array) -> jax.Array:
-    """``v``, computed into a buffer of its own before its consumers read it: XLA:CPU fuses no
-    producer of ``v`` into them.
-
-    Why: XLA:CPU's convolution reads the kernel gradient's operands in a transposed layout, and
-    the copy that transposes an operand absorbs the elementwise ops that made it; across a
-    residual stack (``x = (x + f(x)) · s``, layer after layer) each copy then recomputes the
-    whole residual stream from the layers' raw outputs.  A TCN's training step spent 37 of its
-    49 ms in those copies.  A conditional is the one boundary XLA:CPU does not fuse across
-    (``lax.optimization_barrier`` is gone before fusion there).  Its other branch, taken only
-    where ``v``'s first element is NaN, returns ``v + 0``: ``v`` again, but for the sign of a
-    zero (``−0 + 0 = +0``).
-    """
-    first = v.reshape(-1)[0]
-    return jax.lax.cond(first == first, lambda v: v, lambda v: v + 0, v)
 
 
 def _varying(aval) -> frozenset:

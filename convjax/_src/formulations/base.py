@@ -277,6 +277,28 @@ def kernel_gradient(
     return out
 
 
+def materialized(v: jax.Array) -> jax.Array:
+    """``v``, computed into a buffer of its own before its consumers read it: XLA:CPU fuses no
+    producer of ``v`` into them.
+
+    Why: XLA:CPU fuses elementwise producers into every consumer, and recomputes them there.
+    Its convolution reads the kernel gradient's operands in a transposed layout, and the copy
+    that transposes an operand absorbs the elementwise ops that made it; across a residual
+    stack (``x = (x + f(x)) · s``, layer after layer) each copy then recomputed the whole
+    residual stream from the layers' raw outputs (a TCN's training step spent 37 of its 49 ms
+    there).  A conditional is the one boundary XLA:CPU does not fuse across
+    (``lax.optimization_barrier`` is gone before fusion there).  Its other branch, taken only
+    where ``v``'s first element is NaN, returns ``v + (−0)``: ``v`` again, exactly.  Not
+    transposable: for evaluated forms only (a role's program), never inside one that JAX
+    transposes.
+    """
+    if v.size == 0:
+        return v
+    first = v.reshape(-1)[0]
+    negative_zero = _negative_zero(v.dtype)
+    return jax.lax.cond(first == first, lambda v: v, lambda v: v + negative_zero, v)
+
+
 def tied(v: jax.Array, w: jax.Array) -> jax.Array:
     """``v`` again, computed only once ``w`` exists: ``v + (−0)``, the ``−0`` read from ``w``'s
     first element in a way XLA does not fold (``x + (−0) = x`` for every ``x``, ``−0`` and
@@ -285,10 +307,16 @@ def tied(v: jax.Array, w: jax.Array) -> jax.Array:
     if w.size == 0:
         return v
     first = w.reshape(-1)[0]
-    negative_zero = jnp.where(jnp.isfinite(first), -jnp.abs(first * 0), -0.0)
-    if jnp.iscomplexobj(v):  # −0 in both parts
-        negative_zero = jax.lax.complex(negative_zero, negative_zero)
-    return v + negative_zero.astype(v.dtype)
+    return v + _negative_zero(v.dtype, jnp.where(jnp.isfinite(first), -jnp.abs(first * 0), -0.0))
+
+
+def _negative_zero(dtype, value: Any = -0.0) -> jax.Array:
+    """``value`` (a real −0) as ``dtype``: ``−0 − 0i`` for a complex one, whose sum with any
+    ``x`` is ``x``; ``0`` for an integer one."""
+    value = jnp.asarray(value)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        value = jax.lax.complex(value, value)
+    return value.astype(dtype)
 
 
 def _example(like, shape, dtype):

@@ -141,7 +141,7 @@ class LaxBackend(AcceptsAll):
     """
 
     name: str = dataclasses.field(default="lax", init=False)
-    # XLA:CPU's kernel gradient transposes its operands; see primitive.materialized.
+    # XLA:CPU's kernel gradient transposes its operands; see base.materialized.
     materializes_kernel_gradient_operands: ClassVar[bool] = True
     accepts: ClassVar[str] = "every convolution"
     description: ClassVar[str] = "lax.conv_general_dilated, XLA's own convolution"
