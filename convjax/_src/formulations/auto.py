@@ -124,8 +124,8 @@ TABLE: tuple[Rule, ...] = (
     ),
     Rule(
         "taps",
-        "transposed k2 s2 64²->128² 128->64 b4, gradient of a loss: taps 28.9 ms vs lax 38.5 "
-        "(PyTorch 15-18); 6³->12³ 32->16 b16: taps 0.84 vs planes 1.49, lax 38.9",
+        "transposed k2 s2 64²->128² 128->64 b4, gradient of a loss: taps 12.6 ms vs lax 15.8 "
+        "(PyTorch 19.1 in that run); 6³->12³ 32->16 b16: taps 0.84 vs planes 1.49, lax 38.9",
         platform="cpu",
         transposed=True,
         tiles=True,
@@ -150,9 +150,9 @@ TABLE: tuple[Rule, ...] = (
     ),
     Rule(
         "planes",
-        "convjax bench, 3x3x3 16³ 32->32 b4, gradient of a loss: planes 8.5 ms vs lax 58 (12³ "
-        "8->16 b16: 2.7 vs 23; stride 2: 0.66 vs 59; dilation 2: 8.4 vs 182; 12³ 1->8: 1.7 vs "
-        "taps 1.65; PyTorch 4.2 on the 12³ 8->16 layer)",
+        "3x3x3 16³ 32->32 b4, gradient of a loss: planes 8.5 ms vs lax 61 (PyTorch 6.0); 12³ "
+        "b16: 16->8 3.4 (PyTorch 2.7), 8->16 3.0 (3.3), 1->8 1.75 vs taps 1.97 (0.93); stride "
+        "2: 0.66 vs lax 59; dilation 2: 8.4 vs 182",
         platform="cpu",
         kind="dense",
         min_ndim=3,
