@@ -151,6 +151,29 @@ def test_a_cache_record_that_does_not_fit_the_case_is_timed_again(cache, monkeyp
     assert first == again == "lax"  # timed again, not the tampered record
 
 
+def test_a_choice_timed_on_other_code_or_flags_is_timed_again(cache, monkeypatch):
+    """The disk's choice holds for the code and XLA flags it was timed with: a formulation
+    changed since (another convjax) or other flags time the convolution again."""
+    from convjax._src.formulations import autotune
+
+    assert autotune.code_fingerprint.__wrapped__() == autotune.code_fingerprint()  # stable
+    timings = iter(
+        [{"lax": 1.0, "taps": 2.0}, {"lax": 2.0, "taps": 1.0}, {"lax": 3.0, "taps": 1.0}]
+    )
+    monkeypatch.setattr(autotune, "_time", lambda *_: next(timings))
+    monkeypatch.setattr(autotune, "_choices", {})
+    assert chosen(strides=2) == "lax"
+    monkeypatch.setattr(autotune, "_choices", {})
+    assert chosen(strides=2) == "lax"  # the same code: read from the disk, not timed
+    monkeypatch.setattr(autotune, "code_fingerprint", lambda: "edited")
+    monkeypatch.setattr(autotune, "_choices", {})
+    assert chosen(strides=2) == "taps"  # timed again
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    monkeypatch.setattr(autotune, "_choices", {})
+    assert chosen(strides=2) == "taps" and next(timings, None) is None
+    assert len(list(cache.glob("*.json"))) == 3
+
+
 def test_switches_take_bools_only():
     with pytest.raises(TypeError, match=r"^autotune.enable: on must be a bool, got 'no'"):
         convjax.autotune.enable(on="no")

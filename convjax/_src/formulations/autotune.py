@@ -6,7 +6,8 @@ every formulation that accepts it — one jitted program per formulation computi
 output and its gradients, as a training step does, on random data of those shapes — alternating
 them in rounds, and keeps the fastest: in memory for this process and in a cache folder on disk
 for later processes (``CONVJAX_CACHE_DIR``, default ``~/.cache/convjax``; one JSON file per
-convolution, written atomically, so concurrent processes are safe).  The timing runs outside
+convolution, written atomically, so concurrent processes are safe; a choice is read back only
+under the same jax, XLA flags and formulation code it was timed with).  The timing runs outside
 the user's trace (in a thread of its own), so it works under ``jit``, ``vmap``, ``grad`` and
 inside modules; results are the chosen formulation's exactly.  PyTorch's anchor is
 ``torch.backends.cudnn.benchmark``.
@@ -161,6 +162,8 @@ def tuned(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> str
         "platform": device.platform,
         "device": device.device_kind,
         "jax": jax.__version__,
+        "code": code_fingerprint(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "spec": repr(spec),
         "x_shape": list(x_shape),
         "kernel_shape": list(kernel_shape),
@@ -192,6 +195,16 @@ def tuned(spec: ConvSpec, x_shape, kernel_shape, dtype, transposed: bool) -> str
     with _lock:
         _choices[key] = record
     return record["choice"]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A digest of the formulations' source: a choice timed on other code (an earlier convjax,
+    a formulation changed since) is timed again rather than read from the disk."""
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _candidates(spec: ConvSpec, x_shape, kernel_shape, dtype) -> list[str]:
