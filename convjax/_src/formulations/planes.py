@@ -29,7 +29,6 @@ XLA:CPU's convolution along the others, as ``lax`` does (see :class:`LaxBackend`
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import ClassVar
 
 import jax
@@ -80,10 +79,8 @@ class PlanesBackend(AcceptsAll):
         # layer's input gradient 1.04 ms against 0.82).
         if dtype_kind(g.dtype) == "int":
             return None  # JAX transposes no integer function: base.transposed_as_forward
-        wide = None if g.dtype == kernel.dtype else g.dtype
-        forward = functools.partial(
-            into_inputs, kernel=kernel, spec=spec, precision=precision, preferred_element_type=wide
-        )
+        options = dict(precision=precision, preferred_element_type=_wide(g, kernel))
+        forward = lambda x: into_inputs(x, kernel, spec, **options)  # noqa: E731
         (out,) = jax.linear_transpose(forward, jnp.zeros_like(g, kernel.dtype, shape=x_shape))(g)
         return out
 
@@ -97,13 +94,17 @@ class PlanesBackend(AcceptsAll):
         if dtype_kind(x.dtype) == "int":
             return None
         fold = into_outputs if folds_outputs(spec, kernel_shape) else into_inputs
-        wide = None if g.dtype == x.dtype else g.dtype
-        forward = functools.partial(
-            fold, tied(x, g), spec=spec, precision=precision, preferred_element_type=wide
-        )
-        zeros = jnp.zeros_like(g, x.dtype, shape=kernel_shape)
-        (out,) = jax.linear_transpose(lambda kernel: forward(kernel=kernel), zeros)(g)
+        options = dict(precision=precision, preferred_element_type=_wide(g, x))
+        x = tied(x, g)
+        forward = lambda kernel: fold(x, kernel, spec, **options)  # noqa: E731
+        (out,) = jax.linear_transpose(forward, jnp.zeros_like(g, x.dtype, shape=kernel_shape))(g)
         return out
+
+
+def _wide(g, operand):
+    """The forward's ``preferred_element_type``, read from a role's cotangent ``g``: its dtype,
+    where that differs from the operand's."""
+    return None if g.dtype == operand.dtype else g.dtype
 
 
 def folds_outputs(spec: ConvSpec, kernel_shape) -> bool:
@@ -177,9 +178,10 @@ def into_outputs(x, kernel, spec, *, precision=None, preferred_element_type=None
     planes = x.reshape(batch * n, *x.shape[2:])
     z = LaxBackend()(planes, wide, inner, **options)
     z = z.reshape(batch, n, *z.shape[1:-1], taps, c_out)
-    zeros = jnp.zeros_like(planes, shape=(1, *planes.shape[1:]))
-    padding_plane = LaxBackend()(zeros, wide, inner, **options)  # [1, *rest_out, T₀ · C_out]
-    padding_plane = padding_plane.reshape(1, 1, *z.shape[2:])
+    if lo or hi:  # without padding, every tap of every output reads a plane of x
+        zeros = jnp.zeros_like(planes, shape=(1, *planes.shape[1:]))
+        padding_plane = LaxBackend()(zeros, wide, inner, **options)  # [1, *rest_out, T₀ · C_out]
+        padding_plane = padding_plane.reshape(1, 1, *z.shape[2:])
     out = shapes.conv_output_size(n, taps, 1, (lo, hi), dilation)
     y = None
     for t in range(taps):
