@@ -205,6 +205,28 @@ def deconvolve(
     check_dtypes(op, y.dtype, kernel.dtype, x_name="y")
     if dtype_kind(y.dtype) == "int":  # a least-squares solution is not an integer one
         y, kernel = y.astype(_inexact(y.dtype)), kernel.astype(_inexact(y.dtype))
+    return _deconvolve(
+        y,
+        kernel,
+        regularization,
+        op=op,
+        operator=operator,
+        method=method,
+        tol=tol,
+        max_iters=max_iters,
+        precision=precision,
+        return_info=return_info,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("op", "operator", "method", "tol", "max_iters", "precision", "return_info"),
+)
+def _deconvolve(
+    y, kernel, regularization, *, op, operator, method, tol, max_iters, precision, return_info
+):
+    """:func:`deconvolve` of checked operands, as one program (an eager call compiles once)."""
     # Solved in units of their largest magnitudes (powers of two), with λ in the kernel's units
     # squared: the same x, but sums of squares that neither underflow nor overflow in float32 (a
     # kernel of 1e-8 made ⟨p, Ap⟩ zero, and the solve stopped at x = 0).

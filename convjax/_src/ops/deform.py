@@ -431,6 +431,16 @@ def check_memory_budget(op: str, memory_budget: Any) -> int:
     return int(memory_budget)
 
 
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "spec",
+        "offset_groups",
+        "memory_budget",
+        "precision",
+        "preferred_element_type",
+    ),
+)
 def _deform(
     x,
     kernel,
@@ -444,7 +454,8 @@ def _deform(
     preferred_element_type,
 ):
     """The checked, channels-last deformable convolution of ``x: [*batch, *spatial, C_in]``: empty
-    results, batch dims and sharding handled here, :func:`_blocks` computes."""
+    results, batch dims and sharding handled here, :func:`_blocks` computes; one program (an
+    eager call compiles once)."""
     ndim = spec.ndim
     batch = x.shape[: x.ndim - ndim - 1]
     window = kernel.shape[:ndim]

@@ -14,6 +14,7 @@ chosen backend.  :func:`separable_factors` finds spatial factors of a 2-D kernel
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -427,7 +428,7 @@ def separable_factors(
             f"{op}: kernel_2d must have a floating dtype (float16, bfloat16, float32, float64), "
             f"got {dtype.name}."
         )
-    k1, k2, trailing = shape[0], shape[1], shape[2:]
+    k1, k2 = shape[0], shape[1]
     full = min(k1, k2)
     if rank is None:
         rank = full
@@ -439,6 +440,16 @@ def separable_factors(
     if tol is not None:
         tol = check_real(op, "tol", tol)
 
+    return _factors(kernel_2d, rank=rank, tol=tol)
+
+
+@functools.partial(jax.jit, static_argnames=("rank", "tol"))
+def _factors(kernel_2d, *, rank, tol):
+    """:func:`separable_factors` of a checked kernel, as one program (an eager call compiles
+    once)."""
+    dtype = np.dtype(kernel_2d.dtype)
+    (k1, k2), trailing = kernel_2d.shape[:2], tuple(kernel_2d.shape[2:])
+    full = min(k1, k2)
     compute = np.float64 if dtype == np.float64 else np.float32
     matrices = jnp.moveaxis(kernel_2d.astype(compute).reshape(k1, k2, -1), -1, 0)  # [T, k1, k2]
     u, s, vt = jnp.linalg.svd(matrices, full_matrices=False)  # [T, k1, m], [T, m], [T, m, k2]

@@ -87,7 +87,9 @@ def unfold(
     return _unfold(x, spec, window=window, impl=impl)
 
 
+@functools.partial(jax.jit, static_argnames=("spec", "window", "impl"))
 def _unfold(x, spec, *, window, impl):
+    """The patches of ``x``, as one program (an eager call compiles once)."""
     ndim = spec.ndim
     lead = x.shape[: -ndim - 1]
     channels = x.shape[-1]
