@@ -3,10 +3,12 @@
 Two profiles, chosen by ``CONVJAX_HYPOTHESIS_PROFILE``:
 
 - ``default``: hypothesis draws 12 configs per property (a fixed, derandomised set, so a run is
-  repeatable), and XLA:CPU compiles with backend optimisation level 0 and its classic elemental
-  emitters instead of the fusion emitters (the same results; most of the suite's time is
-  compiling small programs, and together these compile them about twice as fast);
-- ``thorough``: 400 fresh configs per property, compiled as users compile them.
+  repeatable); a test parametrised over several arguments runs a covering of its cases, in which
+  every value of every argument appears (:func:`covering`); tests marked ``deep`` are left out;
+  and XLA:CPU compiles with backend optimisation level 0 and its classic elemental emitters
+  instead of the fusion emitters (the same results; most of the suite's time is compiling small
+  programs, and together these compile them about twice as fast);
+- ``thorough``: every case, 400 fresh configs per property, compiled as users compile them.
 """
 
 import os
@@ -64,10 +66,61 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile(PROFILE)
 
 
-def pytest_collection_modifyitems(items):
-    """Tests marked ``slow`` run first, so that the workers share out the short ones at the end
-    and finish together instead of one waiting on the other's last long test."""
+def pytest_report_header(config):
+    if PROFILE == "thorough":
+        return "convjax profile: thorough (every case, 400 hypothesis configs per property)"
+    return (
+        "convjax profile: default (a covering of each parametrised test's cases, no deep tests; "
+        "CONVJAX_HYPOTHESIS_PROFILE=thorough runs every case)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default profile runs a covering of each parametrised test's cases (see
+    :func:`covering`) and leaves the tests marked ``deep`` to the thorough profile, which runs
+    every case; pytest counts what it leaves as deselected.  Tests marked ``slow`` run first,
+    so that the workers share out the short ones at the end and finish together instead of one
+    waiting on the other's last long test."""
+    if PROFILE != "thorough":
+        kept = {item for item in covering(items) if not item.get_closest_marker("deep")}
+        left = [item for item in items if item not in kept]
+        if left:
+            config.hook.pytest_deselected(items=left)
+            items[:] = [item for item in items if item in kept]
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def covering(items):
+    """The cases the default profile runs: of each test parametrised over two or more arguments,
+    a few cases in which every value of every argument appears at least once (chosen greedily,
+    most new values first, then in collection order); every case of the others and of tests
+    marked ``every_case`` (with ``argument=value``: every case with that value, e.g. the
+    default formulation crossed with everything).  Each value is still tested; the thorough
+    profile crosses them all."""
+    by_test = {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        whole = item.get_closest_marker("every_case")
+        if (
+            callspec is None
+            or len(callspec.params) < 2
+            or (whole and all(callspec.params.get(k) == v for k, v in whole.kwargs.items()))
+        ):
+            by_test[item.nodeid] = [item]
+        else:
+            by_test.setdefault(item.nodeid.split("[")[0], []).append(item)
+    kept = set()
+    for cases in by_test.values():
+        if len(cases) == 1:
+            kept.update(cases)
+            continue
+        values = {item: {(k, repr(v)) for k, v in item.callspec.params.items()} for item in cases}
+        missing = set().union(*values.values())
+        while missing:
+            best = max(cases, key=lambda item: len(values[item] & missing))
+            kept.add(best)
+            missing -= values[best]
+    return kept
 
 
 def pytest_sessionfinish(session):

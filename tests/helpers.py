@@ -18,21 +18,8 @@ TOLERANCE = {
 
 IMPLS = ("lax", "gather")
 
-# The thorough profile runs every case of the largest parametrisations; the default one a half
-# that still meets every value of each parameter (see the conftest for the two profiles).
+# The thorough profile (see the conftest) runs every case; the default one fewer.
 THOROUGH = os.environ.get("CONVJAX_HYPOTHESIS_PROFILE") == "thorough"
-
-
-def checkerboard(first, second, *, whole=()):
-    """The pairs of ``first`` × ``second``: every pair in the thorough profile; by default those
-    of even ``i + j``, so that each value of either still meets half of the other's, and every
-    pair of the values of ``first`` in ``whole`` (the default path: all of it, always)."""
-    return [
-        (a, b)
-        for i, a in enumerate(first)
-        for j, b in enumerate(second)
-        if THOROUGH or (i + j) % 2 == 0 or a in whole
-    ]
 
 
 # The formulations that compute (not the choosers, auto and autotune, which run one of them),

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import reference
 from cases import make_case
-from helpers import checkerboard
 from jax.test_util import check_grads
 
 import convjax
@@ -86,11 +85,12 @@ MODELS = [
 
 def wiener_cases(channels, wide, narrow):
     """Channel layouts under every model in the ``wide`` dtype, and under the first model in
-    the ``narrow`` one too (by default a checkerboard of the two: see ``helpers``)."""
+    the ``narrow`` one too."""
     settings = [(model, wide) for model in MODELS] + [(MODELS[0], narrow)]
     return [
         pytest.param(*c, model, dtype, id=f"{i}-{'-'.join(map(str, model.values()))}-{dtype}")
-        for (i, c), (model, dtype) in checkerboard(list(enumerate(channels)), settings)
+        for i, c in enumerate(channels)
+        for model, dtype in settings
     ]
 
 

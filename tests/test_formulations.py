@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import reference
 from cases import CASES, case_id, configs, make_case
-from helpers import COMPUTING, TOLERANCE, assert_close, checkerboard, fan_in, operands
+from helpers import COMPUTING, TOLERANCE, assert_close, fan_in, operands
 from hypothesis import given
 
 import convjax
@@ -147,12 +147,10 @@ HALF_CASES = [CASES[2], TILING[0]]  # narrow groups with strides; dense windows 
 HALF = [(f, jnp.bfloat16) for f in ("auto", *FORMULATIONS)] + [("taps", jnp.float16)]
 
 
+@pytest.mark.every_case(formulation="auto")
 @pytest.mark.parametrize(
     "case, formulation, dtype",
-    [
-        (case, *half)
-        for half, case in checkerboard(HALF, HALF_CASES, whole=(("auto", jnp.bfloat16),))
-    ],
+    [(case, *half) for half in HALF for case in HALF_CASES],
     ids=lambda v: case_id(v) if isinstance(v, Mapping) else getattr(v, "__name__", v),
 )
 def test_half_precision_gradients_keep_their_dtype(formulation, dtype, case):

@@ -9,7 +9,6 @@ import math
 import jax
 import numpy as np
 import pytest
-from helpers import THOROUGH
 
 from convjax.apps import models
 
@@ -59,7 +58,7 @@ def convjax_reference(name: str, dtype: str):
     return F.count(network), F.loss_value(network, batch), None
 
 
-@pytest.mark.parametrize(("name", "other"), PAIRS if THOROUGH else PAIRS[::2])
+@pytest.mark.parametrize(("name", "other"), PAIRS)
 def test_same_parameter_count_and_step0_loss_float32(name, other):
     arch, F = TINY[name], framework(other)
     (network,) = models.instantiate(arch, [F])
@@ -170,12 +169,13 @@ def gradient_over_forward(arch: models.Architecture, F: models.Framework) -> flo
     return flops[0] / flops[1]
 
 
-# Every architecture in the thorough profile; by default the four whose layers recomputed
-# their forwards before (depthwise, grouped, transposed, a 1-d residual stack): compiling all
-# eight is a tenth of the default run.
-RECOMPUTATION_CHECKED = (
-    list(models.ARCHITECTURES) if THOROUGH else ["convnext", "resnext", "unet", "tcn"]
-)
+# By default two of the architectures whose layers recomputed their forwards before (grouped,
+# transposed; tests/test_costs checks every formulation and variant layer by layer), every
+# architecture in the thorough profile: compiling them is a tenth of the default run.
+RECOMPUTATION_CHECKED = [
+    pytest.param(name, marks=() if name in ("resnext", "unet") else pytest.mark.deep)
+    for name in models.ARCHITECTURES
+]
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx, serialization
-from helpers import IMPLS, checkerboard
+from helpers import IMPLS
 
 import convjax
 from convjax._src.modules import common as modules_common
@@ -337,7 +337,7 @@ DTYPES = [
 
 @pytest.mark.parametrize(
     "name, param_dtype, x_dtype, dtype, result",
-    [(name, *dtypes) for name, dtypes in checkerboard(NAMES, DTYPES)],
+    [(name, *dtypes) for name in NAMES for dtypes in DTYPES],
 )
 def test_dtype_and_param_dtype(name, param_dtype, x_dtype, dtype, result):
     case = next(c for c in LAYERS if c["name"] == name)

@@ -13,7 +13,13 @@ assert NOTEBOOKS, "no notebooks found"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    # The first notebook runs in every profile, the others in the thorough one (they call the
+    # same public functions and pictures the rest of the suite tests).
+    [pytest.param(p, marks=() if i == 0 else pytest.mark.deep) for i, p in enumerate(NOTEBOOKS)],
+    ids=lambda p: p.stem,
+)
 def test_notebook_executes_and_shows_its_pictures(path, monkeypatch):
     # Agg, not the inline backend: then nothing renders a bare matplotlib Figure for the
     # notebook, so every figure convjax.viz returns must show itself.

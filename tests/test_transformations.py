@@ -11,13 +11,14 @@ With ``L(x, k) = ½ Σ w ⊙ A(x, k)²`` and a direction ``(u, v)``:
 """
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import FORMULATIONS, checkerboard
+from helpers import FORMULATIONS
 
 import convjax
 
@@ -115,9 +116,8 @@ def everything(kind, formulation):
     return run
 
 
-@pytest.mark.parametrize(
-    ("formulation", "kind"), checkerboard(FORMULATIONS, KINDS, whole=("auto",))
-)
+@pytest.mark.every_case(formulation="auto")
+@pytest.mark.parametrize(("formulation", "kind"), list(itertools.product(FORMULATIONS, KINDS)))
 def test_every_transformation_to_second_order(formulation, kind):
     c = case(kind, formulation)
     a, at, r = ref(c)
