@@ -552,23 +552,30 @@ def _blocks(
 def _sample(x, offsets, mask, positions, spatial, groups, coords):
     """The modulated samples ``[b, *o, K, C_in]`` of one block: ``x: [b, *spatial, C_in]``,
     ``offsets: [b, *o, G·K·N]``, ``mask: [b, *o, G·K]`` or ``None``, ``positions``: per axis
-    ``[o_a, K]``, the regular grid's coordinates.  Computed in ``coords`` (float32 or wider)."""
+    ``[o_a, K]``, the regular grid's coordinates.  Computed in ``coords`` (float32 or wider).
+
+    Every output position of every image is one point ``P`` here, so that no array has a rank
+    above 5 whatever ``N``: XLA:CPU's YNNPACK reductions (jax 0.10, float32) crash the process
+    on operands of rank 7, which the corners of a 2-d block's ``[b, *o, K, G, 2, 2]`` were."""
     ndim = len(spatial)
     b, c_in = x.shape[0], x.shape[-1]
     out = offsets.shape[1:-1]
     taps = positions[0].shape[-1]
-    offsets = jnp.swapaxes(offsets.reshape(b, *out, groups, taps, ndim), -3, -2)
+    points = b * math.prod(out)
+    offsets = jnp.swapaxes(offsets.reshape(points, groups, taps, ndim), 1, 2)  # [P, K, G, N]
     index_type = np.int32 if b * math.prod(spatial) < 2**31 else np.int64
-    flat = weight = None  # [b, *o, K, G, corners], built axis by axis
+    flat = weight = None  # [P, K, G, corners], built axis by axis
     for a, size in enumerate(spatial):
-        shape = [1] * (ndim + 3)
-        shape[1 + a], shape[-2] = positions[a].shape
-        p = jnp.asarray(positions[a], coords).reshape(shape) + offsets[..., a].astype(coords)
+        shape = [1] * (ndim + 2)  # [b, *o, K]
+        shape[1 + a], shape[-1] = positions[a].shape
+        grid = jnp.asarray(positions[a], coords).reshape(shape)
+        grid = jnp.broadcast_to(grid, (b, *out, taps)).reshape(points, taps, 1)
+        p = grid + offsets[..., a].astype(coords)  # [P, K, G]
         low = jnp.floor(p)
         frac = p - low
         # Far outside, every corner reads zero: clip before the integer conversion.
         first = jnp.clip(jnp.where(jnp.isnan(low), -2, low), -2, size).astype(index_type)
-        index = jnp.stack([first, first + 1], axis=-1)  # [b, *o, K, G, 2]: the two corners
+        index = jnp.stack([first, first + 1], axis=-1)  # [P, K, G, 2]: the two corners
         inside = (index >= 0) & (index < size)
         # An infinite offset samples far outside, where both corners read zero (``frac`` is
         # NaN there, but ``where`` selects the zero, in the value and in every derivative).
@@ -583,18 +590,17 @@ def _sample(x, offsets, mask, positions, spatial, groups, coords):
             flat = flat.reshape(*flat.shape[:-2], -1)
             weight = weight[..., :, None] * factor[..., None, :]
             weight = weight.reshape(*weight.shape[:-2], -1)
-    flat = flat + (jnp.arange(b, dtype=index_type) * math.prod(spatial)).reshape(
-        (b,) + (1,) * (ndim + 3)
-    )
-    channels = jnp.arange(groups, dtype=index_type).reshape((1,) * (ndim + 2) + (groups, 1))
+    image = jnp.arange(b, dtype=index_type) * math.prod(spatial)
+    flat = flat + jnp.broadcast_to(image[:, None], (b, math.prod(out))).reshape(points, 1, 1, 1)
+    channels = jnp.arange(groups, dtype=index_type).reshape(1, 1, groups, 1)
     values = (
         x.reshape(-1, groups, c_in // groups).at[flat, channels].get(mode="promise_in_bounds")
-    )  # [b, *o, K, G, 2^N, C / G]
+    )  # [P, K, G, 2^N, C / G]
     read = weight != 0  # a corner of interpolation weight zero is not read (mask or not)
     if mask is not None:
-        mask = jnp.swapaxes(mask.reshape(b, *out, groups, taps), -2, -1).astype(coords)
+        mask = jnp.swapaxes(mask.reshape(points, groups, taps), 1, 2).astype(coords)
         weight = weight * mask[..., None]
-    samples = _interpolate(weight, read, values.astype(coords))  # [b, *o, K, G, C / G]
+    samples = _interpolate(weight, read, values.astype(coords))  # [P, K, G, C / G]
     return samples.astype(x.dtype).reshape(b, *out, taps, c_in)
 
 
