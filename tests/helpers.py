@@ -6,6 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from convjax._src.checks import as_array
 from convjax._src.formulations import REGISTRY
 
 # Relative tolerance per dtype, applied as |a - b| <= tol * (1 + |b|) * sqrt(fan_in).
@@ -32,7 +33,7 @@ def operands(case, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, case["x_shape"])
     kernel = rng.uniform(-1, 1, case["kernel_shape"])
-    return jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+    return as_array(x, dtype), as_array(kernel, dtype)
 
 
 def assert_close(actual, expected, dtype, fan_in):

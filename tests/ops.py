@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 import convjax
-from convjax._src.checks import reported_as
+from convjax._src.checks import as_array, reported_as
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Op:
         """Random operands for an input of ``channels`` channels."""
         rng = np.random.default_rng(seed)
         return tuple(
-            jnp.asarray(rng.uniform(-1, 1, shape), dtype) for shape in self.operands(channels)
+            as_array(rng.uniform(-1, 1, shape), dtype) for shape in self.operands(channels)
         )
 
     def __repr__(self) -> str:
@@ -99,7 +99,7 @@ def _local_conv(x, kernel, **options):
         out = convjax.output_shape((*_spatial(x, ndim, options), c_in), kernel.shape, **geometry)
     except (ValueError, TypeError):  # local_conv says what is wrong
         out = (1,) * (ndim + 1)
-    everywhere = jnp.broadcast_to(kernel, (*out[:-1], *kernel.shape))
+    everywhere = jnp.broadcast_to(as_array(kernel), (*out[:-1], *kernel.shape))
     return convjax.local_conv(x, everywhere, **options)
 
 
@@ -107,7 +107,7 @@ def _local_conv_transpose(x, kernel, **options):
     """local_conv_transpose with a shared kernel broadcast to every input position."""
     options = _local_impl(options)
     positions = _spatial(x, kernel.ndim - 2, options)
-    everywhere = jnp.broadcast_to(kernel, (*positions, *kernel.shape))
+    everywhere = jnp.broadcast_to(as_array(kernel), (*positions, *kernel.shape))
     return convjax.local_conv_transpose(x, everywhere, **options)
 
 

@@ -16,6 +16,7 @@ import reference
 
 import convjax
 from convjax._src import formulations
+from convjax._src.checks import as_array
 from convjax._src.formulations import base
 from convjax._src.ops.apply import apply
 from convjax._src.spec import make_spec
@@ -145,8 +146,8 @@ class ShiftAndAdd(base.AcceptsAll):
 
 def test_a_formulation_defined_outside_the_library_runs_every_transformation():
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 9, 8, 4)))
-    kernel = jnp.asarray(rng.standard_normal((3, 2, 2, 6)))
+    x = as_array(rng.standard_normal((2, 9, 8, 4)))
+    kernel = as_array(rng.standard_normal((3, 2, 2, 6)))
     options = dict(strides=(2, 1), padding="SAME", padding_mode="reflect", groups=2)
     toy = functools.partial(convjax.conv, impl=ShiftAndAdd(), **options)
     lax = functools.partial(convjax.conv, impl="lax", **options)
@@ -193,7 +194,7 @@ def box_filter(x, size: int, *, impl="auto"):
 
 @pytest.mark.parametrize("impl", ["auto", "gather", "fft"])
 def test_a_variant_is_one_function_on_the_spec_and_apply(impl):
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 7, 6, 3)))
+    x = as_array(np.random.default_rng(1).standard_normal((2, 7, 6, 3)))
     kernel = np.full((3, 3, 1, 3), 1 / 9)
     want = reference.conv(x, kernel, (1, 1), [(1, 1), (1, 1)], (1, 1), groups=3)
     np.testing.assert_allclose(box_filter(x, 3, impl=impl), want, rtol=1e-12, atol=1e-12)

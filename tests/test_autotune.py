@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 import convjax
+from convjax._src.checks import as_array
 from convjax._src.formulations.autotune import AutotuneBackend
 
 X_SHAPE, K_SHAPE = (2, 9, 8, 4), (3, 3, 1, 8)
@@ -29,7 +30,7 @@ def cache(tmp_path, monkeypatch):
 
 def operands(seed=0):
     rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.normal(size=X_SHAPE)), jnp.asarray(rng.normal(size=K_SHAPE))
+    return as_array(rng.normal(size=X_SHAPE)), as_array(rng.normal(size=K_SHAPE))
 
 
 def chosen(x_shape=X_SHAPE, kernel_shape=K_SHAPE, dtype="float64", **options):
@@ -116,8 +117,8 @@ def test_integer_convolutions_are_timed_without_gradients(cache):
     """Integers have no gradients: autotune times the convolution (or the transposed one) alone,
     and the result is exact, as every formulation's."""
     rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.integers(-9, 9, (1, 6, 6, 2)), jnp.int8)
-    k = jnp.asarray(rng.integers(-9, 9, (3, 3, 2, 3)), jnp.int8)
+    x = as_array(rng.integers(-9, 9, (1, 6, 6, 2)), jnp.int8)
+    k = as_array(rng.integers(-9, 9, (3, 3, 2, 3)), jnp.int8)
     wide = dict(preferred_element_type=jnp.int32, padding=1)
     y = convjax.conv(x, k, impl="autotune", **wide)
     np.testing.assert_array_equal(y, convjax.conv(x, k, impl="lax", **wide))

@@ -15,6 +15,7 @@ from helpers import IMPLS, assert_close, fan_in, operands
 from jax.test_util import check_grads
 
 import convjax
+from convjax._src.checks import as_array
 
 
 def run(case, x, kernel, impl, jit):
@@ -98,9 +99,7 @@ def test_depthwise_conv_filters_each_channel_alone(impl, multiplier):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 9, 9, 4))
     kernel = rng.normal(size=(3, 3, 1, 4 * multiplier))
-    y = convjax.depthwise_conv(
-        jnp.asarray(x), jnp.asarray(kernel), strides=2, padding="SAME", impl=impl
-    )
+    y = convjax.depthwise_conv(as_array(x), as_array(kernel), strides=2, padding="SAME", impl=impl)
     # channel c * m + j is input channel c convolved with filter j, on its own.
     for c in range(4):
         for j in range(multiplier):
@@ -114,8 +113,8 @@ def test_depthwise_conv_filters_each_channel_alone(impl, multiplier):
 def test_grouped_output_channel_order():
     """Output channel g * (C_out / groups) + j depends only on input group g."""
     rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.normal(size=(1, 6, 6, 6)))
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 9)))
+    x = as_array(rng.normal(size=(1, 6, 6, 6)))
+    kernel = as_array(rng.normal(size=(3, 3, 2, 9)))
     for impl in IMPLS:
         y = convjax.conv(x, kernel, groups=3, impl=impl)
         for g in range(3):
@@ -196,8 +195,8 @@ def test_gather_budget_changes_the_plan():
 @pytest.mark.slow
 def test_gather_large_input_runs_and_matches_lax():
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(32, 56, 56, 64)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 64)) / 24, jnp.float32)
+    x = as_array(rng.normal(size=(32, 56, 56, 64)), jnp.float32)
+    kernel = as_array(rng.normal(size=(3, 3, 64, 64)) / 24, jnp.float32)
     f = jax.jit(convjax.conv, static_argnames=("padding", "impl"))
     a = f(x, kernel, padding="SAME", impl="gather")
     b = f(x, kernel, padding="SAME", impl="lax")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import convjax
 from convjax import Layer
+from convjax._src.checks import as_array
 
 
 def xla_flops(f, *shapes):
@@ -91,7 +92,7 @@ def test_param_count_is_the_kernel_size(case):
 
 def test_param_count_of_every_variant_is_the_size_of_its_arrays():
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(1, 10, 10, 8)))
+    x = as_array(rng.normal(size=(1, 10, 10, 8)))
     dw, pw = jnp.zeros((3, 3, 1, 16)), jnp.zeros((16, 12))  # depth multiplier 2
     a, b = jnp.zeros((5, 8, 4)), jnp.zeros((3, 4, 6))
     counts = {
@@ -170,7 +171,7 @@ def test_every_variant_against_xla(bias):
     rng = np.random.default_rng(1)
 
     def biased(f, channels):
-        b = jnp.asarray(rng.normal(size=channels), jnp.float32).reshape(1, 1, 1, channels)
+        b = as_array(rng.normal(size=channels), jnp.float32).reshape(1, 1, 1, channels)
         return (lambda *a: f(*a) + b) if bias else f
 
     variants = [

@@ -13,6 +13,7 @@ from cases import make_case
 from jax.test_util import check_grads
 
 import convjax
+from convjax._src.checks import as_array
 
 BLUR = np.array([0.2, 0.6, 0.2])  # spectrum 0.6 + 0.4 cos ω >= 0.2: no zeros
 
@@ -99,8 +100,8 @@ WIENER_CASES = wiener_cases(CHANNELS, "float64", "float32")
 
 @pytest.mark.parametrize("ndim, x_shape, c, c_out, groups, model, dtype", WIENER_CASES)
 def test_wiener_inverts_what_the_transpose_does_not(ndim, x_shape, c, c_out, groups, model, dtype):
-    x = jnp.asarray(signal(x_shape), dtype)
-    kernel = jnp.asarray(blur_kernel(ndim, c, c_out), dtype)
+    x = as_array(signal(x_shape), dtype)
+    kernel = as_array(blur_kernel(ndim, c, c_out), dtype)
 
     @jax.jit  # one program per case: the conv, its inverse and its transpose
     def run(x, kernel):
@@ -134,8 +135,8 @@ def test_wiener_inverts_what_the_transpose_does_not(ndim, x_shape, c, c_out, gro
 )
 def test_lsq_inverts_every_padding_mode(model, impl, dtype):
     groups = model.get("groups", 1)
-    x = jnp.asarray(signal((2, 10, 9, 3)), dtype)
-    kernel = jnp.asarray(blur_kernel(2, 3 // groups, 3), dtype)
+    x = as_array(signal((2, 10, 9, 3)), dtype)
+    kernel = as_array(blur_kernel(2, 3 // groups, 3), dtype)
     y = convjax.conv(x, kernel, **model)
     tol = 1e-10 if dtype == np.float64 else 1e-6
     solve = functools.partial(convjax.deconvolve, method="lsq", impl=impl, tol=tol, **model)
@@ -168,11 +169,11 @@ def test_circular_wiener_and_lsq_are_both_the_tikhonov_minimiser_for_noisy_data(
     rng = np.random.default_rng(3)
     y = matrix @ signal(x_shape).ravel() + NOISY["noise"] * rng.normal(size=matrix.shape[0])
     options = dict(padding="SAME", padding_mode="circular", regularization=regularization)
-    y = jnp.asarray(y.reshape(*x_shape[:-1], 2))
+    y = as_array(y.reshape(*x_shape[:-1], 2))
     want = tikhonov(matrix, np.ravel(y), regularization)
-    wiener = convjax.deconvolve(y, jnp.asarray(kernel), **options)
+    wiener = convjax.deconvolve(y, as_array(kernel), **options)
     lsq = convjax.deconvolve(
-        y, jnp.asarray(kernel), method="lsq", tol=1e-13, max_iters=2000, **options
+        y, as_array(kernel), method="lsq", tol=1e-13, max_iters=2000, **options
     )
     np.testing.assert_allclose(np.ravel(wiener), want, atol=1e-9)
     np.testing.assert_allclose(np.ravel(lsq), want, atol=1e-8)
@@ -204,9 +205,9 @@ def test_zero_padded_wiener_solves_the_periodic_problem_and_lsq_the_stated_one(
     out = [i + lo + hi - 2 for i, (lo, hi) in zip(x_shape[:-1], pads)]
     y = (clean + NOISY["noise"] * rng.normal(size=clean.shape)).reshape(*out, 2)
     options = dict(padding=padding, padding_mode="zeros", regularization=regularization)
-    wiener = convjax.deconvolve(jnp.asarray(y), jnp.asarray(kernel), **options)
+    wiener = convjax.deconvolve(as_array(y), as_array(kernel), **options)
     lsq = convjax.deconvolve(
-        jnp.asarray(y), jnp.asarray(kernel), method="lsq", tol=1e-13, max_iters=3000, **options
+        as_array(y), as_array(kernel), method="lsq", tol=1e-13, max_iters=3000, **options
     )
     np.testing.assert_allclose(
         np.ravel(lsq), tikhonov(matrix, np.ravel(y), regularization), atol=1e-7
@@ -229,8 +230,8 @@ def test_zero_padded_wiener_solves_the_periodic_problem_and_lsq_the_stated_one(
 def test_zero_padded_wiener_is_exact_for_noise_free_full_output():
     x = signal((2, 9, 8, 2))
     kernel = blur_kernel(2, 2, 2)
-    y = convjax.conv(jnp.asarray(x), jnp.asarray(kernel), padding="FULL")
-    x_hat = convjax.deconvolve(y, jnp.asarray(kernel), padding="FULL")
+    y = convjax.conv(as_array(x), as_array(kernel), padding="FULL")
+    x_hat = convjax.deconvolve(y, as_array(kernel), padding="FULL")
     np.testing.assert_allclose(x_hat, x, atol=1e-9)
 
 
@@ -249,7 +250,7 @@ def test_wiener_with_singular_transfer_matrices_is_the_pseudo_inverse(c_in, c_ou
     )
     y = rng.normal(size=(8, c_out))
     x_hat = convjax.deconvolve(
-        jnp.asarray(y), jnp.asarray(kernel), padding="SAME", padding_mode="circular"
+        as_array(y), as_array(kernel), padding="SAME", padding_mode="circular"
     )
     assert np.all(np.isfinite(x_hat))
     np.testing.assert_allclose(np.ravel(x_hat), np.linalg.pinv(matrix) @ y.ravel(), atol=1e-8)
@@ -259,7 +260,7 @@ def test_wiener_with_singular_transfer_matrices_is_the_pseudo_inverse(c_in, c_ou
 def test_residual_of_an_all_zero_signal_is_zero(method):
     _, info = convjax.deconvolve(
         jnp.zeros((2, 8, 8, 1)),
-        jnp.asarray(blur_kernel(2, 1, 1)),
+        as_array(blur_kernel(2, 1, 1)),
         method=method,
         padding="SAME",
         padding_mode="circular",
@@ -276,10 +277,10 @@ def test_wiener_with_fewer_outputs_than_inputs_is_the_minimum_norm_solution():
     matrix = dense(x.shape, kernel, padding_mode="circular", **ref)
     y = (matrix @ x.ravel()).reshape(7, 6, 2)
     options = dict(padding="SAME", padding_mode="circular")
-    x_hat = convjax.deconvolve(jnp.asarray(y), jnp.asarray(kernel), **options)
+    x_hat = convjax.deconvolve(as_array(y), as_array(kernel), **options)
     np.testing.assert_allclose(x_hat.ravel(), np.linalg.pinv(matrix) @ y.ravel(), atol=1e-10)
     lsq = convjax.deconvolve(
-        jnp.asarray(y), jnp.asarray(kernel), method="lsq", tol=1e-13, max_iters=1000, **options
+        as_array(y), as_array(kernel), method="lsq", tol=1e-13, max_iters=1000, **options
     )
     np.testing.assert_allclose(lsq, x_hat, atol=1e-9)
 
@@ -296,10 +297,10 @@ def test_regularisation_beats_the_plain_inverse_on_noisy_data():
     image = (image + (np.add.outer(grid, grid) > 1.0))[..., None]
     taps = np.exp(-0.5 * (np.arange(-3, 4) / 1.2) ** 2)
     kernel = np.multiply.outer(taps, taps)[..., None, None]
-    kernel = jnp.asarray(kernel / kernel.sum())
+    kernel = as_array(kernel / kernel.sum())
     options = dict(padding="SAME", padding_mode="circular")
-    y = convjax.conv(jnp.asarray(image), kernel, **options)
-    noisy = y + 0.01 * jnp.asarray(np.random.default_rng(0).normal(size=y.shape))
+    y = convjax.conv(as_array(image), kernel, **options)
+    noisy = y + 0.01 * as_array(np.random.default_rng(0).normal(size=y.shape))
     plain = convjax.deconvolve(noisy, kernel, **options)
     regularised = convjax.deconvolve(noisy, kernel, regularization=1e-3, **options)
     assert psnr(regularised, image) > psnr(noisy, image) > psnr(plain, image)
@@ -324,14 +325,14 @@ def test_regularisation_beats_the_plain_inverse_on_noisy_data():
 def test_lsq_on_a_strided_conv_is_the_minimum_norm_solution(x_shape, kernel_shape, options, impl):
     rng = np.random.default_rng(0)
     x, kernel = rng.normal(size=x_shape), rng.normal(size=kernel_shape)
-    y = convjax.conv(jnp.asarray(x), jnp.asarray(kernel), **options)
+    y = convjax.conv(as_array(x), as_array(kernel), **options)
     assert y.size < x.size  # underdetermined
     # The dense matrix from the independent NumPy reference, and its pseudo-inverse.
     matrix = dense(x_shape, kernel, **make_case(x_shape, kernel_shape, **options)["ref"])
     np.testing.assert_allclose(matrix @ x.ravel(), np.ravel(y), atol=1e-12)
     x_hat, info = convjax.deconvolve(
         y,
-        jnp.asarray(kernel),
+        as_array(kernel),
         method="lsq",
         input_shape=x_shape[:-1],
         tol=1e-13,
@@ -354,7 +355,7 @@ def test_lsq_on_a_strided_conv_is_the_minimum_norm_solution(x_shape, kernel_shap
     lam = 0.3
     damped = convjax.deconvolve(
         y,
-        jnp.asarray(kernel),
+        as_array(kernel),
         method="lsq",
         regularization=lam,
         input_shape=x_shape[:-1],
@@ -374,8 +375,8 @@ COMPLEX = wiener_cases(CHANNELS[:3], "complex128", "complex64")
 
 @pytest.mark.parametrize("ndim, x_shape, c, c_out, groups, model, dtype", COMPLEX)
 def test_wiener_inverts_complex_convolutions(ndim, x_shape, c, c_out, groups, model, dtype):
-    x = jnp.asarray(complex_signal(x_shape), dtype)
-    kernel = jnp.asarray(complex_kernel(ndim, c, c_out), dtype)
+    x = as_array(complex_signal(x_shape), dtype)
+    kernel = as_array(complex_kernel(ndim, c, c_out), dtype)
 
     @jax.jit
     def run(x, kernel):
@@ -398,9 +399,9 @@ def test_wiener_inverts_complex_convolutions(ndim, x_shape, c, c_out, groups, mo
 def test_lsq_inverts_complex_convolutions(impl, dtype, kernel_kind):
     """Conjugate gradients on ``(AᴴA + λI) x = Aᴴ y``: the conjugate transpose, conjugated inner
     products, for complex kernels and for real kernels cast to complex alike."""
-    x = jnp.asarray(complex_signal((2, 9, 8, 2)), dtype)
+    x = as_array(complex_signal((2, 9, 8, 2)), dtype)
     kernel = complex_kernel(2, 2, 2) if kernel_kind == "complex" else blur_kernel(2, 2, 2)
-    kernel = jnp.asarray(kernel, dtype)
+    kernel = as_array(kernel, dtype)
     y = convjax.conv(x, kernel, padding="FULL")
     tol = 1e-10 if dtype == np.complex128 else 1e-6
     solve = functools.partial(
@@ -425,15 +426,15 @@ def test_complex_lsq_is_the_tikhonov_minimiser_for_noisy_data(padding_mode, regu
     rng = np.random.default_rng(3)
     noise = rng.normal(size=matrix.shape[0]) + 1j * rng.normal(size=matrix.shape[0])
     y = matrix @ complex_signal(x_shape).ravel() + NOISY["noise"] * noise
-    y = jnp.asarray(y.reshape(*x_shape[:-1], 2))
+    y = as_array(y.reshape(*x_shape[:-1], 2))
     want = tikhonov(matrix, np.ravel(y), regularization)
     options = dict(padding="SAME", padding_mode=padding_mode, regularization=regularization)
     lsq = convjax.deconvolve(
-        y, jnp.asarray(kernel), method="lsq", tol=1e-13, max_iters=2000, **options
+        y, as_array(kernel), method="lsq", tol=1e-13, max_iters=2000, **options
     )
     np.testing.assert_allclose(np.ravel(lsq), want, atol=1e-8)
     if padding_mode == "circular":
-        wiener = convjax.deconvolve(y, jnp.asarray(kernel), **options)
+        wiener = convjax.deconvolve(y, as_array(kernel), **options)
         np.testing.assert_allclose(np.ravel(wiener), want, atol=1e-9)
 
 
@@ -450,12 +451,12 @@ def test_integers_are_deconvolved_in_floating_point(dtype, result, method):
     ref = dict(strides=(1, 1), padding=[(1, 1), (1, 1)], dilation=(1, 1))
     y = np.rint(reference.conv(x, kernel, padding_mode="circular", **ref)).astype(dtype)
     x_hat, info = convjax.deconvolve(
-        jnp.asarray(y), jnp.asarray(kernel, dtype), return_info=True, **options
+        as_array(y), as_array(kernel, dtype), return_info=True, **options
     )
     assert x_hat.dtype == info.residual.dtype == np.dtype(result)
     np.testing.assert_allclose(x_hat, x, atol=1e-3)
     assert float(info.residual.max()) < 1e-5
-    as_float = convjax.deconvolve(jnp.asarray(y, result), jnp.asarray(kernel, result), **options)
+    as_float = convjax.deconvolve(as_array(y, result), as_array(kernel, result), **options)
     np.testing.assert_array_equal(x_hat, as_float)
 
 
@@ -464,8 +465,8 @@ def test_integers_are_deconvolved_in_floating_point(dtype, result, method):
 
 @pytest.mark.parametrize("method", ["wiener", "lsq"])
 def test_jit_and_vmap(method):
-    x = jnp.asarray(signal((3, 8, 7, 2)))
-    kernel = jnp.asarray(blur_kernel(2, 2, 2))
+    x = as_array(signal((3, 8, 7, 2)))
+    kernel = as_array(blur_kernel(2, 2, 2))
     options = dict(padding="SAME", padding_mode="circular")
     y = convjax.conv(x, kernel, **options)
     f = functools.partial(
@@ -485,9 +486,9 @@ def test_jit_and_vmap(method):
 @pytest.mark.parametrize("method", ["wiener", "lsq"])
 def test_gradients(method, dtype):
     if dtype == np.complex128:  # reverse mode solves with (AᴴA + λI)ᵀ, which is not AᴴA + λI
-        x, kernel = jnp.asarray(complex_signal((6, 5, 2))), jnp.asarray(complex_kernel(2, 2, 2))
+        x, kernel = as_array(complex_signal((6, 5, 2))), as_array(complex_kernel(2, 2, 2))
     else:
-        x, kernel = jnp.asarray(signal((6, 5, 2))), jnp.asarray(blur_kernel(2, 2, 2))
+        x, kernel = as_array(signal((6, 5, 2))), as_array(blur_kernel(2, 2, 2))
     options = dict(padding="SAME", padding_mode="circular")
     y = convjax.conv(x, kernel, **options)
 
@@ -504,8 +505,8 @@ def test_lsq_derivatives_are_those_of_the_exact_solution():
     """Implicit differentiation of the normal equations: forward and reverse mode agree with
     each other once the solver has converged.  Capped short of convergence they are two
     different approximations of that derivative; ``info`` says when that happened."""
-    x = jnp.asarray(signal((9, 8, 1)))
-    kernel = jnp.asarray(blur_kernel(2, 1, 1))
+    x = as_array(signal((9, 8, 1)))
+    kernel = as_array(blur_kernel(2, 1, 1))
     options = dict(padding="SAME", padding_mode="reflect", method="lsq")
     y = convjax.conv(x, kernel, padding="SAME", padding_mode="reflect")
 
@@ -522,8 +523,8 @@ def test_lsq_derivatives_are_those_of_the_exact_solution():
 
 
 def test_info_reports_iterations_and_residual():
-    x = jnp.asarray(signal((2, 10, 10, 1)))
-    kernel = jnp.asarray(blur_kernel(2, 1, 1))
+    x = as_array(signal((2, 10, 10, 1)))
+    kernel = as_array(blur_kernel(2, 1, 1))
     options = dict(padding="SAME", padding_mode="reflect", method="lsq")
     y = convjax.conv(x, kernel, padding="SAME", padding_mode="reflect")
     capped, capped_info = convjax.deconvolve(y, kernel, max_iters=3, return_info=True, **options)
@@ -619,7 +620,7 @@ def test_errors(y, kernel, options, error, match):
 def test_the_solution_does_not_depend_on_units(method, scale):
     """float32 sums of squares underflowed (a kernel of 1e-8: the solve stopped at x = 0)."""
     x = jax.random.normal(jax.random.key(0), (8, 1), jnp.float32)
-    kernel = jnp.asarray([0.2, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
+    kernel = as_array([0.2, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
     options = dict(padding="SAME", padding_mode="circular", method=method)
     y = convjax.conv(x, kernel, padding="SAME", padding_mode="circular")
     small, info = convjax.deconvolve(y * scale, kernel * scale, return_info=True, **options)
@@ -636,7 +637,7 @@ def test_the_solution_does_not_depend_on_units(method, scale):
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_kernel_gives_nan_never_a_confident_zero(method, bad):
     y = jnp.ones((8, 1), jnp.float32)
-    kernel = jnp.asarray([bad, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
+    kernel = as_array([bad, 0.6, 0.2], jnp.float32).reshape(3, 1, 1)
     x = convjax.deconvolve(y, kernel, padding="SAME", padding_mode="circular", method=method)
     assert bool(jnp.all(jnp.isnan(x)))
 
@@ -648,8 +649,8 @@ def test_a_non_finite_y_makes_its_batch_element_nan_and_leaves_the_others(method
     """Every entry of an inverse depends on all of y: one non-finite value in an image makes
     that image's solution NaN (CG stopped at once, at a confident 0, for the lsq method)."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 6, 6, 2)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
+    x = as_array(rng.normal(size=(2, 6, 6, 2)), jnp.float32)
+    kernel = as_array(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
     options = (
         dict(padding="FULL") if padding == "FULL" else dict(padding="SAME", padding_mode="circular")
     )

@@ -16,6 +16,7 @@ import pytest
 from helpers import TOLERANCE
 
 import convjax
+from convjax._src.checks import as_array
 from convjax._src.ops.deform import deform_conv, deformable_conv
 
 # -- the reference --------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def test_values_and_gradients_match_the_reference(name):
     transposed = np.sum(go * tangents[0]) + np.sum(gm * tangents[1])
     assert abs(transposed - float(jvp)) <= 1e-11 * (1 + abs(difference))
     # float32 against the same float64 reference.
-    f32 = [jnp.asarray(a, jnp.float32) for a in (x, kernel, offsets, mask)]
+    f32 = [as_array(a, jnp.float32) for a in (x, kernel, offsets, mask)]
     y32 = jax.jit(functools.partial(deform_conv, **case["options"]))(*f32[:3], mask=f32[3])
     close(y32, reference(x, kernel, offsets, mask, **options), np.float32, case)
 
@@ -316,7 +317,7 @@ def test_without_a_mask_in_blocks_and_as_the_convolution():
     def both(budget, x, kernel, offsets):
         f = lambda x, o: deform_conv(x, kernel, o, memory_budget=budget, **options)  # noqa: E731
         y, vjp = jax.vjp(f, x, offsets)
-        return y, vjp(jnp.asarray(g)), f(x, jnp.zeros_like(offsets))
+        return y, vjp(as_array(g)), f(x, jnp.zeros_like(offsets))
 
     whole, blocked = both(2**30, x, kernel, offsets), both(1, x, kernel, offsets)
     close(whole[0], reference(x, kernel, offsets, None, **ref_options(case)), np.float64, case)
@@ -340,7 +341,7 @@ def test_integer_offsets_read_whole_cells_and_the_gradient_on_a_grid_line_is_fro
     """1-d, one tap, padding 1: output o samples x[o − 1 + Δ].  Δ = 1 reads x[o] exactly; at
     Δ = 0 the derivative is x[o] − x[o − 1], the cell above minus this one (zero outside),
     also at position −1."""
-    x = jnp.asarray([2.0, 3.0, 7.0, 5.0]).reshape(4, 1)
+    x = as_array([2.0, 3.0, 7.0, 5.0]).reshape(4, 1)
     f = jax.jit(
         jax.value_and_grad(
             lambda d: jnp.sum(
@@ -486,8 +487,8 @@ def test_non_finite_offsets_and_zero_weight_reads():
         np.testing.assert_array_equal(go[1, 2, 4:6], [0.0, 0.0])  # both axes of that tap
         assert np.isfinite(go).all() and np.isfinite(gx).all()
         np.testing.assert_array_equal(gx, f(x, kernel, offsets.at[1, 2, 5].set(1e30))[1][0])
-    x = jnp.asarray([1.0, 2.0, np.nan]).reshape(3, 1)
-    y, (gx, go) = f(x, jnp.ones((1, 1, 1)), jnp.asarray([0.0, 0.0, -1.0]).reshape(3, 1))
+    x = as_array([1.0, 2.0, np.nan]).reshape(3, 1)
+    y, (gx, go) = f(x, jnp.ones((1, 1, 1)), as_array([0.0, 0.0, -1.0]).reshape(3, 1))
     np.testing.assert_array_equal(y[:, 0], [1.0, 2.0, 2.0])
     np.testing.assert_array_equal(gx[:, 0], [1.0, 2.0, 0.0])
     np.testing.assert_array_equal(go[:, 0], [1.0, -2.0, -2.0])  # x[2] read as zero
@@ -670,8 +671,8 @@ def test_the_layer_function_starts_as_the_plain_conv_times_one_half():
     when modulated.  Non-zero ones: the offset conv, then deform_conv; channels-first too;
     gradients reach every parameter."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 7, 8, 4)))
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 6)))
+    x = as_array(rng.normal(size=(2, 7, 8, 4)))
+    kernel = as_array(rng.normal(size=(3, 3, 2, 6)))
     options = dict(strides=2, padding="SAME", dilation=(1, 2), groups=2, offset_groups=2)
     conv = {k: v for k, v in options.items() if k != "offset_groups"}
 
@@ -699,8 +700,8 @@ def test_the_layer_function_starts_as_the_plain_conv_times_one_half():
             ),
         )
 
-    offset_kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 54)) * 0.3)
-    offset_bias = jnp.asarray(rng.normal(size=54))
+    offset_kernel = as_array(rng.normal(size=(3, 3, 4, 54)) * 0.3)
+    offset_bias = as_array(rng.normal(size=54))
     modulated, plain, expected, y, composed, y_first, grads = layers(
         x, kernel, offset_kernel, offset_bias
     )

@@ -19,6 +19,7 @@ from helpers import FORMULATIONS
 from ops import OPS
 
 import convjax
+from convjax._src.checks import as_array
 
 OPTIONS = dict(strides=1, padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2)
 REF = dict(strides=(1, 1), padding=[(1, 0), (2, 1)], dilation=(1, 2), groups=2)
@@ -49,7 +50,7 @@ def test_complex_forward_transpose_and_gradients(formulation):
         back = convjax.conv_transpose(g, k, impl=formulation, output_shape=(7, 9), **OPTIONS)
         return out, *vjp(g), back
 
-    out, dx, dk, back = run(jnp.asarray(x), jnp.asarray(k), jnp.asarray(g))
+    out, dx, dk, back = run(as_array(x), as_array(k), as_array(g))
     assert out.dtype == dx.dtype == dk.dtype == back.dtype == jnp.complex128
     want_dx = complex_reference(reference.conv_transpose, g, k, x.shape[1:], **REF)
     want_dk = complex_reference(
@@ -71,7 +72,7 @@ def test_integers_are_exact(formulation, dtype, result):
     x = rng.integers(info.min, info.max, (2, 6, 7, 4), endpoint=True).astype(dtype)
     k = rng.integers(info.min, info.max, (3, 2, 2, 6), endpoint=True).astype(dtype)
     y = convjax.conv(
-        jnp.asarray(x), jnp.asarray(k), impl=formulation, preferred_element_type=result, **OPTIONS
+        as_array(x), as_array(k), impl=formulation, preferred_element_type=result, **OPTIONS
     )
     exact = reference.conv(x, k, **REF)  # float64 holds these sums exactly (< 2⁵³)
     want = exact.astype(np.int64).astype(result or dtype)  # wraps around, as NumPy's integers
@@ -91,7 +92,7 @@ def test_integer_transposed_convolutions_are_exact(formulation, padding_mode, st
     shape = convjax.output_shape((2, 7, 9, 4), k.shape, **options)
     g = rng.integers(-9, 9, shape).astype(np.int32)
     back = convjax.conv_transpose(
-        jnp.asarray(g), jnp.asarray(k), output_shape=(7, 9), impl=formulation, **options
+        as_array(g), as_array(k), output_shape=(7, 9), impl=formulation, **options
     )
     ref = dict(REF, strides=(strides, strides), padding_mode=padding_mode)
     want = reference.conv_transpose(g, k, (7, 9, 4), **ref)  # exact in float64
@@ -117,7 +118,7 @@ def test_the_fft_refuses_integers_and_auto_never_picks_it_for_them():
 @pytest.mark.parametrize("framework", ["nnx", "linen"])
 def test_layers_take_complex_parameters_and_complex_inputs(framework):
     rng = np.random.default_rng(2)
-    x = jnp.asarray(complex_array(rng, (2, 6, 6, 3)), jnp.complex64)
+    x = as_array(complex_array(rng, (2, 6, 6, 3)), jnp.complex64)
     if framework == "nnx":
         layer = convjax.nnx.Conv(3, 4, (3, 3), param_dtype=jnp.complex64, rngs=nnx.Rngs(0))
         kernel, bias, y = layer.kernel[...], layer.bias[...], layer(x)
@@ -162,8 +163,8 @@ def test_complex_convolutions_with_a_dot_algorithm_preset(formulation, preset, t
     """A preset on complex operands keeps the imaginary parts (JAX's complex dot with a preset
     drops them): within the preset's rounding of the default precision's result."""
     rng = np.random.default_rng(5)
-    x = jnp.asarray(complex_array(rng, (1, 12, 12, 4)), jnp.complex64)
-    k = jnp.asarray(complex_array(rng, (5, 5, 2, 4)), jnp.complex64)
+    x = as_array(complex_array(rng, (1, 12, 12, 4)), jnp.complex64)
+    k = as_array(complex_array(rng, (5, 5, 2, 4)), jnp.complex64)
     conv = functools.partial(convjax.conv, impl=formulation, groups=2)
     want = conv(x, k)
     got = conv(x, k, precision=preset)
@@ -177,8 +178,8 @@ def test_presets_this_platform_lacks_are_emulated_or_refused_clearly(formulation
     operands to float16 and sums in float32 (lax's convolution takes it as it is); an FP8
     preset, which names no input type, is refused by name where a contraction would need it."""
     rng = np.random.default_rng(6)
-    x = jnp.asarray(rng.uniform(-1, 1, (1, 12, 12, 4)), jnp.float32)
-    k = jnp.asarray(rng.uniform(-1, 1, (3, 3, 4, 8)), jnp.float32)
+    x = as_array(rng.uniform(-1, 1, (1, 12, 12, 4)), jnp.float32)
+    k = as_array(rng.uniform(-1, 1, (3, 3, 4, 8)), jnp.float32)
     conv = functools.partial(convjax.conv, impl=formulation)
     got = conv(x, k, precision=PRESETS.F16_F16_F32)
     assert got.dtype == jnp.float32
@@ -210,10 +211,10 @@ def test_numpy_float64_operands_without_x64_compute_in_float32(op):
     operands = [rng.uniform(-1, 1, shape) for shape in op.operands(2)]
     with jax.enable_x64(False):
         y = op(x, *operands)
-        expected = op(jnp.asarray(x), *map(jnp.asarray, operands))
+        expected = op(as_array(x), *map(jnp.asarray, operands))
         assert y.dtype == expected.dtype == jnp.float32
         np.testing.assert_array_equal(y, expected)
-        grad = jax.grad(lambda x: jnp.sum(op(x, *operands)))(jnp.asarray(x))
+        grad = jax.grad(lambda x: jnp.sum(op(x, *operands)))(as_array(x))
         assert grad.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(grad)))
         if op.preferred_element_type:
             with pytest.warns(UserWarning, match=r"preferred_element_type float64 is not "):

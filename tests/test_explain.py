@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convjax
+from convjax._src.checks import as_array
 
 CASES = [
     (size, k, s, d)
@@ -31,7 +32,7 @@ def run_convjax(x, kernel, pads, s, d):
 
 @pytest.mark.parametrize("size, k, s, d", CASES[::7])
 def test_flax_same_is_what_flax_runs(size, k, s, d):
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, size, 2)), jnp.float32)
+    x = as_array(np.random.default_rng(0).normal(size=(1, size, 2)), jnp.float32)
     layer = nnx.Conv(
         2, 3, (k,), strides=s, kernel_dilation=d, padding="SAME", use_bias=False, rngs=nnx.Rngs(0)
     )
@@ -71,7 +72,7 @@ def test_pytorch_conventions_are_what_pytorch_runs(size, k, s, d):
                 call()
             continue
         expected = call().numpy().transpose(0, 2, 1)
-        got = run_convjax(jnp.asarray(x), jnp.asarray(w.transpose(2, 1, 0)), convention.pads, s, d)
+        got = run_convjax(as_array(x), as_array(w.transpose(2, 1, 0)), convention.pads, s, d)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=spelling)
 
 

@@ -18,6 +18,7 @@ from hypothesis import given
 
 import convjax
 from convjax._src import formulations
+from convjax._src.checks import as_array
 from convjax._src.formulations import auto as dispatch
 
 FORMULATIONS = COMPUTING
@@ -47,7 +48,7 @@ def check_against_reference(case, formulation, dtype=np.float64, seed=0):
     x, kernel = operands(case, dtype, seed)
     ndim = len(case["kernel_shape"]) - 2
     out_shape = convjax.output_shape(x.shape, kernel.shape, **case["options"])
-    g = jnp.asarray(np.random.default_rng(seed + 1).uniform(-1, 1, out_shape), dtype)
+    g = as_array(np.random.default_rng(seed + 1).uniform(-1, 1, out_shape), dtype)
     y, dx, dk = everything(case, formulation)(x, kernel, g)
     x64, k64, g64 = (np.asarray(a, np.float64) for a in (x, kernel, g))
     assert y.dtype == dx.dtype == dk.dtype == np.dtype(dtype)
@@ -171,7 +172,7 @@ def test_half_precision_gradients_keep_their_dtype(formulation, dtype, case):
     grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, kernel, y)
     assert [g.dtype for g in grads] == [np.dtype(dtype)] * 3
     wide = [np.asarray(a, np.float64) for a in (x, kernel, y)]
-    want = jax.grad(loss, argnums=(0, 1, 2))(*(jnp.asarray(a, jnp.float32) for a in wide))
+    want = jax.grad(loss, argnums=(0, 1, 2))(*(as_array(a, jnp.float32) for a in wide))
     for got, expected in zip(grads, want, strict=True):
         assert_close(got, expected, dtype, fan_in(case) * 16)
 
@@ -207,8 +208,8 @@ def test_formulations_lists_every_name_impl_accepts():
 @pytest.mark.parametrize("groups", [1, 4])
 def test_forward_mode(formulation, groups):
     """jvp works on every formulation, taps' depthwise and narrow-group rules included."""
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 7, 4)), jnp.float64)
-    kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 4 // groups, 4)), jnp.float64)
+    x = as_array(np.random.default_rng(0).normal(size=(2, 7, 7, 4)), jnp.float64)
+    kernel = as_array(np.random.default_rng(1).normal(size=(3, 3, 4 // groups, 4)), jnp.float64)
     f = functools.partial(convjax.conv, groups=groups, padding=1, impl=formulation)
     want = jax.jvp(
         functools.partial(convjax.conv, groups=groups, padding=1, impl="lax"),
@@ -373,7 +374,7 @@ VARIANTS = {
 )
 def test_auto_equals_lax_under_jit_vmap_and_grad(name, dtype):
     variant = VARIANTS[name]
-    xs = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 8, 4)), dtype)
+    xs = as_array(np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 8, 4)), dtype)
     tol = {np.float64: 1e-12, np.float32: 2e-5}.get(dtype, 5e-2)
 
     def loss(impl, x):

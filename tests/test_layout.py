@@ -11,12 +11,13 @@ from flax import nnx
 from ops import BY_NAME, OPS
 
 import convjax
+from convjax._src.checks import as_array
 
 rng = np.random.default_rng(0)
 
 
 def arr(*shape):
-    return jnp.asarray(rng.normal(size=shape))
+    return as_array(rng.normal(size=shape))
 
 
 def _bound(op, shape, **options):

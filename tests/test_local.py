@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import convjax
+from convjax._src.checks import as_array
 from convjax._src.ops import local as local_ops
 from convjax._src.ops.local import local_conv, local_conv_transpose, local_layer_count
 
@@ -145,7 +146,7 @@ def arrays(case, dtype=np.float64, seed=0):
     kernel = rng.uniform(-1, 1, case["kernel_shape"])
     ndim = (len(case["kernel_shape"]) - 2) // 2
     y = rng.uniform(-1, 1, (2, *case["kernel_shape"][:ndim], case["kernel_shape"][-1]))
-    return (jnp.asarray(a, dtype) for a in (x, kernel, y))
+    return (as_array(a, dtype) for a in (x, kernel, y))
 
 
 def case_id(case):
@@ -227,8 +228,8 @@ def test_the_adjoint_identity_with_output_padding(impl):
     the dilation 4), A keeps the first outputs of the larger result's conv, one per kernel."""
     rng = np.random.default_rng(3)
     strides, padding, dilation, groups = (2, 3), ((1, 0), (0, 2)), (1, 4), 1
-    kernel = jnp.asarray(rng.normal(size=(4, 3, 3, 2, 2, 3)))
-    y = jnp.asarray(rng.normal(size=(2, 4, 3, 3)))
+    kernel = as_array(rng.normal(size=(4, 3, 3, 2, 2, 3)))
+    y = as_array(rng.normal(size=(2, 4, 3, 3)))
     options = dict(strides=strides, padding=padding, dilation=dilation, padding_mode="circular")
     for output_padding in [(1, 2), (0, 3)]:
         back = local_conv_transpose(y, kernel, output_padding=output_padding, impl=impl, **options)
@@ -237,15 +238,15 @@ def test_the_adjoint_identity_with_output_padding(impl):
         forward = reference(z, kernel, strides, padding, dilation, groups, "circular")
         np.testing.assert_allclose(np.vdot(forward, y), jnp.vdot(z, back), rtol=1e-12)
         if output_padding[1] < 3:
-            forward = local_conv(jnp.asarray(z), kernel, impl=impl, **options)
+            forward = local_conv(as_array(z), kernel, impl=impl, **options)
             np.testing.assert_allclose(jnp.vdot(forward, y), jnp.vdot(z, back), rtol=1e-12)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_a_kernel_shared_by_every_position_is_conv(impl):
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, 9, 7, 4)))
-    w = jnp.asarray(rng.normal(size=(3, 2, 2, 6)))
+    x = as_array(rng.normal(size=(2, 9, 7, 4)))
+    w = as_array(rng.normal(size=(3, 2, 2, 6)))
     options = dict(
         strides=(2, 1), padding="SAME", dilation=(1, 2), groups=2, padding_mode="reflect"
     )
@@ -301,10 +302,10 @@ def test_equals_flax_conv_local(x_shape, window, features, strides, padding, dil
     ndim = len(window)
     dilation_t = (dilation,) * ndim if isinstance(dilation, int) else dilation
     options = dict(strides=strides, dilation=dilation) | flax_padding(padding, window, dilation_t)
-    x = jnp.asarray(rng.normal(size=x_shape))
+    x = as_array(rng.normal(size=x_shape))
     params = jax.eval_shape(layer.init, jax.random.key(0), x)["params"]
     out = params["kernel"].shape[:-2]
-    kernel = jnp.asarray(rng.normal(size=(*out, *window, x_shape[-1], features)))
+    kernel = as_array(rng.normal(size=(*out, *window, x_shape[-1], features)))
 
     @jax.jit
     def both(x, kernel):
@@ -371,8 +372,8 @@ def test_non_finite_values_reach_exactly_the_outputs_that_read_them(mode, impl):
     kernel[2, 1, 0, 1, 1, 3] = -np.inf  # output (2, 1), channel 3 only
     y = np.asarray(
         local_conv(
-            jnp.asarray(x),
-            jnp.asarray(kernel),
+            as_array(x),
+            as_array(kernel),
             strides=strides,
             padding=padding,
             dilation=dilation,

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import convjax
+from convjax._src.checks import as_array
 
 rng = np.random.default_rng(0)
 
@@ -25,8 +26,8 @@ def test_equal_to_flax_masked_conv_and_masked_taps_get_no_gradient(
     kernel_size, c_in, c_out, options
 ):
     groups = options.get("feature_group_count", 1)
-    mask = jnp.asarray(rng.integers(0, 2, (*kernel_size, c_in // groups, c_out)), jnp.float32)
-    x = jnp.asarray(rng.normal(size=(2, *(9,) * len(kernel_size), c_in)), jnp.float32)
+    mask = as_array(rng.integers(0, 2, (*kernel_size, c_in // groups, c_out)), jnp.float32)
+    x = as_array(rng.normal(size=(2, *(9,) * len(kernel_size), c_in)), jnp.float32)
     ours = convjax.nnx.Conv(c_in, c_out, kernel_size, mask=mask, **options, rngs=nnx.Rngs(0))
     theirs = nnx.Conv(c_in, c_out, kernel_size, mask=mask, **options, rngs=nnx.Rngs(0))
     theirs.kernel[...] = ours.kernel[...]
@@ -61,7 +62,7 @@ def test_pixelcnn_masks_make_a_stack_causal_in_raster_order(mask_type):
         rngs=nnx.Rngs(1),
         mask=convjax.pixelcnn_mask((3, 3), 6, 3, mask_type="B", colors=3),
     )
-    x = jnp.asarray(rng.normal(size=(1, h, w, 3)), jnp.float32)
+    x = as_array(rng.normal(size=(1, h, w, 3)), jnp.float32)
     jac = jax.jacfwd(lambda x: second(jax.nn.relu(first(x))))(x)[0, ..., 0, :, :, :]
     reads = np.abs(np.asarray(jac)) > 0  # [h, w, color_out, h, w, color_in]
     for i in range(h):
@@ -91,8 +92,8 @@ def test_a_mask_of_the_wrong_shape_is_refused_naming_the_layer():
 
 
 def test_masked_depthwise_and_transposed_layers_and_streaming():
-    mask = jnp.asarray(rng.integers(0, 2, (3, 3, 1, 4)), jnp.float32)
-    x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
+    mask = as_array(rng.integers(0, 2, (3, 3, 1, 4)), jnp.float32)
+    x = as_array(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
     layer = convjax.nnx.DepthwiseConv(4, (3, 3), mask=mask, rngs=nnx.Rngs(0))
     want = convjax.depthwise_conv(x, layer.kernel[...] * mask) + layer.bias[...][None, None, None]
     np.testing.assert_allclose(layer(x), want, rtol=1e-6, atol=1e-6)
@@ -105,7 +106,7 @@ def test_masked_depthwise_and_transposed_layers_and_streaming():
     causal = convjax.nnx.Conv(
         2, 2, (3,), padding="CAUSAL", mask=jnp.ones((3, 2, 2)).at[1].set(0), rngs=nnx.Rngs(0)
     )
-    signal = jnp.asarray(rng.normal(size=(1, 8, 2)), jnp.float32)
+    signal = as_array(rng.normal(size=(1, 8, 2)), jnp.float32)
     state, chunks = causal.init_stream(signal[:, :1]), []
     for t in range(8):
         y, state = causal.stream(state, signal[:, t : t + 1])

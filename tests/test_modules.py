@@ -15,6 +15,7 @@ from flax import nnx, serialization
 from helpers import IMPLS
 
 import convjax
+from convjax._src.checks import as_array
 from convjax._src.modules import common as modules_common
 
 NAMES = tuple(convjax.nnx.__all__)
@@ -133,7 +134,7 @@ def numpy_init(seed):
     which would dominate these tests' time.  The Flax defaults are tested on their own below."""
 
     def init(key, shape, dtype):
-        return jnp.asarray(np.random.default_rng(seed).uniform(-0.5, 0.5, shape), dtype)
+        return as_array(np.random.default_rng(seed).uniform(-0.5, 0.5, shape), dtype)
 
     return init
 
@@ -158,7 +159,7 @@ def params_of(module):
 
 
 def inputs(case, dtype=np.float64, seed=1):
-    return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, case["x_shape"]), dtype)
+    return as_array(np.random.default_rng(seed).uniform(-1, 1, case["x_shape"]), dtype)
 
 
 def pure(case, x, params, impl):

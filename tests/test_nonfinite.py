@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convjax
+from convjax._src.checks import as_array
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf])
 # fft is left out: it mixes a whole channel into every frequency (documented on FFTBackend).
@@ -109,7 +110,7 @@ def test_random_configs_propagate_non_finite_values_as_the_reference(case, seed,
     with np.errstate(invalid="ignore", over="ignore"):  # XLA:CPU skips the taps on padding
         lax_forward = reference.conv(x, kernel, **case["ref"], skip_padding=True)
     for impl in IMPLS:
-        got = run(case, impl, jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(y))
+        got = run(case, impl, as_array(x), as_array(kernel), as_array(y))
         wanted = (lax_forward, *want[1:]) if impl == "lax" else want
         for role, a, b in zip(ROLES, got, wanted, strict=True):
             a = np.asarray(a)

@@ -18,6 +18,7 @@ from test_formulations import check_against_reference
 
 import convjax
 from convjax._src import shapes
+from convjax._src.checks import as_array
 from convjax._src.formulations import lax as lax_formulation
 from convjax._src.spec import make_spec
 
@@ -69,8 +70,8 @@ def test_every_transformation_through_the_boxes(case):
     """jvp of the gradient, second order, vmap and the transposed conv equal the unboxed
     program's (both traced here)."""
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=case["x_shape"]))
-    kernel = jnp.asarray(rng.normal(size=case["kernel_shape"]))
+    x = as_array(rng.normal(size=case["x_shape"]))
+    kernel = as_array(rng.normal(size=case["kernel_shape"]))
     conv = functools.partial(convjax.conv, impl="lax", **case["options"])
 
     def results():

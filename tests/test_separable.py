@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import convjax
+from convjax._src.checks import as_array
 
 SMOOTH = np.array([1.0, 2.0, 1.0])
 DIFF = np.array([1.0, 0.0, -1.0])
@@ -63,8 +64,8 @@ EAGER = [0, 2, 3, 5]
 
 def separable_operands(case, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.uniform(-1, 1, case["x_shape"]), dtype)
-    kernels = [jnp.asarray(rng.uniform(-1, 1, s), dtype) for s in case["kernel_shapes"]]
+    x = as_array(rng.uniform(-1, 1, case["x_shape"]), dtype)
+    kernels = [as_array(rng.uniform(-1, 1, s), dtype) for s in case["kernel_shapes"]]
     return x, kernels
 
 
@@ -108,11 +109,11 @@ def test_sobel_as_two_1d_kernels_is_the_3x3_sobel_conv(impl):
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 1, (2, 12, 10, 1))
     smooth, diff = SMOOTH.reshape(3, 1, 1), DIFF.reshape(3, 1, 1)
-    y = convjax.spatial_separable_conv(jnp.asarray(image), [smooth, diff], padding=1, impl=impl)
+    y = convjax.spatial_separable_conv(as_array(image), [smooth, diff], padding=1, impl=impl)
     want = reference.conv(image, SOBEL.reshape(3, 3, 1, 1), (1, 1), [(1, 1), (1, 1)], (1, 1))
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
-        convjax.conv(jnp.asarray(image), jnp.asarray(SOBEL.reshape(3, 3, 1, 1)), padding=1),
+        convjax.conv(as_array(image), as_array(SOBEL.reshape(3, 3, 1, 1)), padding=1),
         want,
         rtol=1e-12,
         atol=1e-12,
@@ -129,11 +130,11 @@ def test_per_channel_factors_equal_depthwise_conv_with_outer_product(impl, mode)
     a, b = rng.normal(size=(3, 1, 3)), rng.normal(size=(4, 1, 3))
     outer = np.einsum("tc,uc->tuc", a[:, 0], b[:, 0])[:, :, None, :]  # [3, 4, 1, 3]
     options = dict(strides=(2, 1), padding="SAME", dilation=(1, 2), padding_mode=mode)
-    y = convjax.spatial_separable_conv(jnp.asarray(x), [a, b], groups=3, impl=impl, **options)
+    y = convjax.spatial_separable_conv(as_array(x), [a, b], groups=3, impl=impl, **options)
     pads = [(1, 1), (3, 3)]
     want = reference.conv(x, outer, (2, 1), pads, (1, 2), groups=3, padding_mode=mode)
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
-    depthwise = convjax.depthwise_conv(jnp.asarray(x), jnp.asarray(outer), impl=impl, **options)
+    depthwise = convjax.depthwise_conv(as_array(x), as_array(outer), impl=impl, **options)
     np.testing.assert_allclose(y, depthwise, rtol=1e-12, atol=1e-12)
 
 
@@ -145,7 +146,7 @@ def test_channel_mixing_factors_equal_the_sum_of_outer_products():
     full = sum(np.einsum("tc,uo->tuco", a[:, :, m], b[:, m, :]) for m in range(5))  # 5 rank-1 terms
     want = reference.conv(x, full, (1, 1), [(0, 0), (0, 0)], (1, 1))
     for impl in IMPLS:
-        y = convjax.spatial_separable_conv(jnp.asarray(x), [a, b], impl=impl)
+        y = convjax.spatial_separable_conv(as_array(x), [a, b], impl=impl)
         np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
 
 
@@ -185,9 +186,9 @@ def test_spatial_separable_vmap_and_grad(impl):
 def test_spatial_separable_grads_equal_conv_grads_of_the_composed_kernel():
     """d/dx of the separable conv equals d/dx of conv with the composed kernel."""
     case = make_case((1, 8, 7, 2), (3, 3, 2, 2), strides=2, padding="FULL", dilation=(2, 1))
-    a, b = jnp.asarray(np.random.default_rng(3).normal(size=(2, 3, 2, 2)))
+    a, b = as_array(np.random.default_rng(3).normal(size=(2, 3, 2, 2)))
     full = jnp.einsum("tcm,umo->tuco", a, b)
-    x = jnp.asarray(np.random.default_rng(4).normal(size=case["x_shape"]))
+    x = as_array(np.random.default_rng(4).normal(size=case["x_shape"]))
     dense = jax.grad(lambda x: jnp.sum(jnp.sin(convjax.conv(x, full, **case["options"]))))(x)
     for impl in IMPLS:
         sep_conv = functools.partial(convjax.spatial_separable_conv, impl=impl, **case["options"])
@@ -227,7 +228,7 @@ def depthwise_separable_case(case, integers):
 def depthwise_separable_operands(case, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     return tuple(
-        jnp.asarray(rng.uniform(-1, 1, case[name]), dtype)
+        as_array(rng.uniform(-1, 1, case[name]), dtype)
         for name in ("x_shape", "depthwise_shape", "pointwise_shape")
     )
 
@@ -264,9 +265,9 @@ def test_depthwise_separable_is_depthwise_then_1x1_and_a_single_conv(impl):
     """Equals depthwise_conv then a 1x1 conv, and conv with K[t, c, o] = Σ_j d[t, cm+j] p[cm+j, o];
     the seed's 16 -> 32, 3x3, m = 1: 656 weights instead of 4608."""
     rng = np.random.default_rng(5)
-    x = jnp.asarray(rng.normal(size=(2, 9, 9, 16)))
-    depthwise = jnp.asarray(rng.normal(size=(3, 3, 1, 16)))
-    pointwise = jnp.asarray(rng.normal(size=(16, 32)))
+    x = as_array(rng.normal(size=(2, 9, 9, 16)))
+    depthwise = as_array(rng.normal(size=(3, 3, 1, 16)))
+    pointwise = as_array(rng.normal(size=(16, 32)))
     options = dict(strides=2, padding="SAME", impl=impl)
     y = convjax.depthwise_separable_conv(x, depthwise, pointwise, **options)
     steps = convjax.conv(
@@ -317,7 +318,7 @@ def test_depthwise_separable_multiplier_vmap_grad_dtypes(impl):
 
 
 def test_sobel_factors_are_exact_rank_1():
-    f = convjax.separable_factors(jnp.asarray(SOBEL), rank=1)
+    f = convjax.separable_factors(as_array(SOBEL), rank=1)
     assert int(f.rank) == 1 and f.terms == 1
     assert float(f.error) < 1e-12
     np.testing.assert_allclose(f.singular_values, [np.sqrt(12), 0, 0], atol=1e-12)
@@ -326,7 +327,7 @@ def test_sobel_factors_are_exact_rank_1():
     np.testing.assert_allclose(f.rows[0] * scale, DIFF, atol=1e-12)
     np.testing.assert_allclose(f.reconstruct(), SOBEL, atol=1e-12)
     assert f.columns.size + f.rows.size == 6  # instead of 9
-    full = convjax.separable_factors(jnp.asarray(SOBEL))  # rank=None keeps all terms
+    full = convjax.separable_factors(as_array(SOBEL))  # rank=None keeps all terms
     assert full.terms == 3 and int(full.rank) == 1
 
 
@@ -336,13 +337,13 @@ def test_depthwise_kernels_give_the_depthwise_conv(impl):
     separable conv with groups = C, equals the depthwise conv."""
     rng = np.random.default_rng(6)
     kernel = np.einsum("tc,uc->tuc", rng.normal(size=(3, 4)), rng.normal(size=(5, 4)))[:, :, None]
-    x = jnp.asarray(rng.normal(size=(2, 10, 11, 4)))
-    f = convjax.separable_factors(jnp.asarray(kernel), rank=1)
+    x = as_array(rng.normal(size=(2, 10, 11, 4)))
+    f = convjax.separable_factors(as_array(kernel), rank=1)
     np.testing.assert_array_equal(f.rank, np.ones((1, 4)))
     kernels = f.depthwise_kernels()
     assert [k.shape for k in kernels] == [(3, 1, 4), (5, 1, 4)]
     y = convjax.spatial_separable_conv(x, kernels, groups=4, padding="SAME", impl=impl)
-    want = convjax.depthwise_conv(x, jnp.asarray(kernel), padding="SAME", impl=impl)
+    want = convjax.depthwise_conv(x, as_array(kernel), padding="SAME", impl=impl)
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
 
 
@@ -361,7 +362,7 @@ def test_eckart_young_error_is_the_tail_of_the_singular_values(k1, k2, trailing,
     mats = np.moveaxis(kernel.reshape(k1, k2, -1), -1, 0)
     u, s, vt = np.linalg.svd(mats, full_matrices=False)
     for r in {1, data.draw(st.integers(1, min(k1, k2)))}:
-        f = factors(jnp.asarray(kernel), rank=r)
+        f = factors(as_array(kernel), rank=r)
         assert f.columns.shape == (k1, r, *trailing) and f.rows.shape == (r, k2, *trailing)
         got_s = np.moveaxis(np.asarray(f.singular_values).reshape(min(k1, k2), -1), 0, -1)
         np.testing.assert_allclose(got_s, s, rtol=1e-10, atol=1e-12)
@@ -385,15 +386,15 @@ def test_numerical_rank_of_sums_of_outer_products(k1, k2, data):
     r = data.draw(st.integers(1, min(k1, k2)))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     kernel = sum(np.outer(rng.normal(size=k1), rng.normal(size=k2)) for _ in range(r))
-    exact = factors(jnp.asarray(kernel), rank=r)
+    exact = factors(as_array(kernel), rank=r)
     assert int(exact.rank) == np.linalg.matrix_rank(kernel) == r
     assert float(exact.error) < 1e-10 * (1 + np.abs(kernel).max())
     if r > 1:
-        assert float(factors(jnp.asarray(kernel), rank=r - 1).error) > 1e-6
+        assert float(factors(as_array(kernel), rank=r - 1).error) > 1e-6
 
 
 def test_tol_is_an_absolute_threshold():
-    kernel = jnp.asarray(np.diag([3.0, 1.0, 1e-3]))
+    kernel = as_array(np.diag([3.0, 1.0, 1e-3]))
     assert int(convjax.separable_factors(kernel).rank) == 3
     assert int(convjax.separable_factors(kernel, tol=1e-2).rank) == 2
     assert int(convjax.separable_factors(kernel, tol=2.0).rank) == 1
@@ -404,7 +405,7 @@ def test_tol_is_an_absolute_threshold():
     "dtype", [np.float32, jnp.bfloat16, np.float16], ids=["float32", "bfloat16", "float16"]
 )
 def test_factors_keep_the_kernel_dtype(dtype):
-    f = convjax.separable_factors(jnp.asarray(SOBEL, dtype), rank=1)
+    f = convjax.separable_factors(as_array(SOBEL, dtype), rank=1)
     for field in (f.columns, f.rows, f.singular_values, f.error):
         assert field.dtype == np.dtype(dtype)
     assert f.rank.dtype == jnp.int32 and int(f.rank) == 1
@@ -415,7 +416,7 @@ def test_factors_keep_the_kernel_dtype(dtype):
 
 def test_factors_under_jit_vmap_and_grad():
     rng = np.random.default_rng(7)
-    kernels = jnp.asarray(rng.normal(size=(3, 4, 5, 2)))  # a batch of 3 kernels [4, 5, 2]
+    kernels = as_array(rng.normal(size=(3, 4, 5, 2)))  # a batch of 3 kernels [4, 5, 2]
     f = jax.jit(functools.partial(convjax.separable_factors, rank=2))
     batched = jax.vmap(f)(kernels)
     for i in range(3):
@@ -624,4 +625,4 @@ def test_depthwise_kernels_needs_rank_1():
         match=r"SeparableFactors\.depthwise_kernels: needs rank-1 factors, got 2 terms; call "
         r"separable_factors\(kernel, rank=1\)",
     ):
-        convjax.separable_factors(jnp.asarray(SOBEL), rank=2).depthwise_kernels()
+        convjax.separable_factors(as_array(SOBEL), rank=2).depthwise_kernels()

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convjax
+from convjax._src.checks import as_array
 
 
 def test_classic_5x5_kernel_3_stride_2_no_padding_gives_2x2():
@@ -37,8 +38,8 @@ def test_classic_half_padding_with_stride_1_keeps_the_size(size, window):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_half_padding_is_floor_of_half_the_span_on_each_side(window, dilation, stride):
     span = (window - 1) * dilation + 1
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 2)))
-    k = jnp.asarray(np.random.default_rng(1).normal(size=(window, 2, 3)))
+    x = as_array(np.random.default_rng(0).normal(size=(2, 7, 2)))
+    k = as_array(np.random.default_rng(1).normal(size=(window, 2, 3)))
     options = dict(strides=stride, dilation=dilation)
     half = convjax.conv(x, k, padding="HALF", **options)
     expected = reference.conv(x, k, (stride,), [(span // 2, span // 2)], (dilation,))
@@ -59,8 +60,8 @@ def test_classic_3x3_at_rate_2_is_a_5x5_with_every_second_row_and_column_zero(im
     k3 = rng.normal(size=(3, 3, 2, 4))
     k5 = np.zeros((5, 5, 2, 4))
     k5[::2, ::2] = k3
-    dilated = convjax.dilated_conv(jnp.asarray(x), jnp.asarray(k3), rate=2, impl=impl)
-    dense = convjax.conv(jnp.asarray(x), jnp.asarray(k5), impl=impl)
+    dilated = convjax.dilated_conv(as_array(x), as_array(k3), rate=2, impl=impl)
+    dense = convjax.conv(as_array(x), as_array(k5), impl=impl)
     assert dilated.shape == (1, 5, 5, 4)
     np.testing.assert_allclose(dilated, dense, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(

@@ -13,6 +13,7 @@ from flax import nnx
 
 import convjax
 from convjax import streaming
+from convjax._src.checks import as_array
 
 
 def chunked(x, sizes):
@@ -57,8 +58,8 @@ def test_any_chunking_equals_the_offline_causal_conv(
     x_shape, k_shape, dilation, groups, padding, data_format
 ):
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=x_shape))
-    kernel = jnp.asarray(rng.normal(size=k_shape))
+    x = as_array(rng.normal(size=x_shape))
+    kernel = as_array(rng.normal(size=k_shape))
     options = dict(dilation=dilation, groups=groups, padding=padding)
     if data_format == "channels_first":  # the default otherwise
         options["data_format"] = data_format
@@ -122,8 +123,8 @@ def test_an_empty_chunk_gives_an_empty_output_and_the_same_state():
 
 def test_frame_by_frame_under_scan():
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(3, 25, 4)))
-    kernel = jnp.asarray(rng.normal(size=(3, 1, 4)))
+    x = as_array(rng.normal(size=(3, 25, 4)))
+    kernel = as_array(rng.normal(size=(3, 1, 4)))
     options = dict(dilation=4, groups=4)
 
     def body(state, frame):

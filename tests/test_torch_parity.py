@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import convjax
 from convjax import from_torch
+from convjax._src.checks import as_array
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -298,7 +299,7 @@ def test_linen_loads_the_same_weights():
         6, (3, 3), strides=2, padding=1, padding_mode="circular", feature_group_count=3
     )
     params = from_torch.conv_params(to_numpy_state(layer))
-    y = module.apply({"params": params}, jnp.asarray(channels_last(x)))
+    y = module.apply({"params": params}, as_array(channels_last(x)))
     assert_close(channels_first(y), want, np.float32, 9)
 
 
@@ -309,7 +310,7 @@ def test_depthwise_and_depthwise_separable_from_torch():
     model = torch.nn.Sequential(depthwise, pointwise)
     x = torch_input(dict(batch=2, in_channels=4, sizes=(6, 7)))
     state = to_numpy_state(model)
-    xj = jnp.asarray(channels_last(x))
+    xj = as_array(channels_last(x))
 
     layer = convjax.nnx.DepthwiseConv(
         4, (3, 3), depth_multiplier=2, padding=1, use_bias=False, rngs=nnx.Rngs(0)
@@ -387,7 +388,7 @@ def test_modules_walks_a_model_by_name():
     layers = from_torch.modules(model)
     assert list(layers) == ["0", "2.0", "3"]
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    h = jnp.asarray(channels_last(x))
+    h = as_array(channels_last(x))
     for name in layers:
         h = layers[name](h)
         if name == "0":
@@ -404,7 +405,7 @@ def test_modules_take_pytorchs_layout_with_channels_first():
     )
     layers = from_torch.modules(model, data_format="channels_first")
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    y = layers["1"](layers["0"](jnp.asarray(x)))  # NCHW in, NCHW out
+    y = layers["1"](layers["0"](as_array(x)))  # NCHW in, NCHW out
     with torch.no_grad():
         expected = model(torch.tensor(x)).numpy()
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
@@ -442,7 +443,7 @@ def test_modules_finds_subclasses_lazy_and_parametrised_convs():
     assert isinstance(layers["4"], convjax.nnx.ConvTranspose)
     plain = normed.parametrizations.weight.original1.detach().numpy()
     assert not np.allclose(layers["3"].kernel[...], from_torch.conv_kernel(plain))
-    h = jnp.asarray(channels_last(x))
+    h = as_array(channels_last(x))
     for name, layer in layers.items():
         h = layer(h)
         if name == "0":
@@ -480,7 +481,7 @@ def test_half_precision_layers_keep_their_dtype_and_match_torch(kind, dtype):
         np.asarray(module.kernel[...], np.float32),
         from_torch.conv_kernel(layer.weight.detach().float().numpy()),
     )
-    xj = jnp.asarray(channels_last(x.float().numpy()), jax_dtype)
+    xj = as_array(channels_last(x.float().numpy()), jax_dtype)
     y = module(xj)
     assert y.dtype == jax_dtype
     assert_close(channels_first(np.asarray(y, np.float32)), expected, np.dtype(jax_dtype), 18)

@@ -15,6 +15,7 @@ from hypothesis import given
 from jax.test_util import check_grads
 
 import convjax
+from convjax._src.checks import as_array
 
 
 def forward_sizes(case):
@@ -51,7 +52,7 @@ def cotangent(case, dtype=np.float64, seed=1):
     ndim = len(case["kernel_shape"]) - 2
     _, out = forward_sizes(case)
     shape = (*case["x_shape"][: -ndim - 1], *out, case["kernel_shape"][-1])
-    return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, shape), dtype)
+    return as_array(np.random.default_rng(seed).uniform(-1, 1, shape), dtype)
 
 
 def transpose(case, y, kernel, impl="lax", jit=False, **options):
@@ -85,8 +86,8 @@ def relative_adjoint_error(ax, y, x, aty):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_seed_5x5_to_2x2_and_back_to_5x5(impl):
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 5, 1)))
-    kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 1, 1)))
+    x = as_array(np.random.default_rng(0).normal(size=(5, 5, 1)))
+    kernel = as_array(np.random.default_rng(1).normal(size=(3, 3, 1, 1)))
     y = convjax.conv(x, kernel, strides=2, impl=impl)
     assert y.shape == (2, 2, 1)
     back = convjax.conv_transpose(y, kernel, strides=2, impl=impl)
@@ -141,9 +142,9 @@ def test_random_configs_adjoint_identity_and_vjp_float64(case):
 def test_output_padding_restores_every_forward_size():
     """s input sizes share one forward output size; output_padding a picks each back."""
     rng = np.random.default_rng(0)
-    kernel = jnp.asarray(rng.normal(size=(3, 2, 3)))
+    kernel = as_array(rng.normal(size=(3, 2, 3)))
     for size in (7, 8, 9):
-        x = jnp.asarray(rng.normal(size=(size, 2)))
+        x = as_array(rng.normal(size=(size, 2)))
         for impl in IMPLS:
             y = convjax.conv(x, kernel, strides=3, padding=1, impl=impl)
             assert y.shape[0] == 3
@@ -157,8 +158,8 @@ def test_output_padding_restores_every_forward_size():
 @pytest.mark.parametrize("impl", IMPLS)
 def test_string_padding_resolves_against_the_result_size(impl):
     rng = np.random.default_rng(0)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 4)))
-    y = jnp.asarray(rng.normal(size=(1, 3, 3, 4)))
+    kernel = as_array(rng.normal(size=(3, 3, 2, 4)))
+    y = as_array(rng.normal(size=(1, 3, 3, 4)))
     # SAME without output_shape: strides * size.
     assert convjax.conv_transpose(y, kernel, strides=2, padding="SAME", impl=impl).shape == (
         1,
@@ -184,8 +185,8 @@ def test_output_padding_at_least_stride_is_the_adjoint_of_the_cropped_conv(impl)
     """a >= s is allowed when a < dilation: the forward conv of the larger result has more than
     i′ outputs, and the transpose keeps the first i′."""
     rng = np.random.default_rng(0)
-    kernel = jnp.asarray(rng.normal(size=(3, 2, 2)))
-    y = jnp.asarray(rng.normal(size=(2, 4, 2)))
+    kernel = as_array(rng.normal(size=(3, 2, 2)))
+    y = as_array(rng.normal(size=(2, 4, 2)))
     got = convjax.conv_transpose(
         y, kernel, strides=1, dilation=3, output_padding=2, padding=1, impl=impl
     )
@@ -230,7 +231,7 @@ def test_chunked_gather_transposes(budget):
 def test_reflect_padding_folds_the_border_back():
     """1-d, window 3, reflect pad 1: the output at 0 reads x[1], x[0], x[1]; its transpose
     puts the first and last taps' weight back on x[1]."""
-    kernel = jnp.asarray([1.0, 10.0, 100.0]).reshape(3, 1, 1)
+    kernel = as_array([1.0, 10.0, 100.0]).reshape(3, 1, 1)
     y = jnp.zeros((4, 1)).at[0, 0].set(1.0)
     for impl in IMPLS:
         got = convjax.conv_transpose(y, kernel, padding=1, padding_mode="reflect", impl=impl)
@@ -318,8 +319,8 @@ def test_matches_torch_conv_transpose(
     want = fn(torch.from_numpy(x), torch.from_numpy(weight), groups=groups, **options).numpy()
     kernel = np.transpose(weight, (*range(2, 2 + ndim), 1, 0))  # PyTorch weight -> convjax
     got = convjax.conv_transpose(
-        jnp.asarray(np.moveaxis(x, 1, -1)),
-        jnp.asarray(kernel),
+        as_array(np.moveaxis(x, 1, -1)),
+        as_array(kernel),
         strides=stride,
         padding=padding,
         output_padding=out_pad,
@@ -342,8 +343,8 @@ def test_matches_torch_output_size_argument():
         layer.weight.data = torch.from_numpy(weight)
         want = layer(torch.from_numpy(x), output_size=(n, n)).detach().numpy()
         got = convjax.conv_transpose(
-            jnp.asarray(np.moveaxis(x, 1, -1)),
-            jnp.asarray(np.transpose(weight, (2, 3, 1, 0))),
+            as_array(np.moveaxis(x, 1, -1)),
+            as_array(np.transpose(weight, (2, 3, 1, 0))),
             strides=2,
             padding=1,
             output_shape=(n, n),

@@ -12,6 +12,7 @@ import pytest
 from reference import NP_PAD_MODES
 
 import convjax
+from convjax._src.checks import as_array
 
 IMPLS = ("taps", "gather")
 MODES = ("zeros", "reflect", "replicate", "circular")
@@ -60,11 +61,11 @@ def test_patches_adjoint_and_conv_on_random_configs(
     batch, sizes, c, window, strides, pads, dilation, mode
 ):
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(*batch, *sizes, c)))
+    x = as_array(rng.normal(size=(*batch, *sizes, c)))
     options = dict(strides=strides, padding=pads, dilation=dilation, padding_mode=mode)
     expected = reference_unfold(x, window, strides, pads, dilation, mode)
-    probe = jnp.asarray(rng.normal(size=expected.shape))
-    kernel = jnp.asarray(rng.normal(size=(*window, c, 3)))
+    probe = as_array(rng.normal(size=expected.shape))
+    kernel = as_array(rng.normal(size=(*window, c, 3)))
     conv = convjax.conv(x, kernel, **options)
     for impl in IMPLS:
         unfold = jax.jit(functools.partial(convjax.unfold, window=window, impl=impl, **options))
@@ -80,7 +81,7 @@ def test_patches_adjoint_and_conv_on_random_configs(
 
 
 def test_fold_of_unfold_over_coverage_recovers_x():
-    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 7, 8, 3)))
+    x = as_array(np.random.default_rng(2).normal(size=(2, 7, 8, 3)))
     options = dict(strides=2, padding=1, padding_mode="reflect")
     ones = jnp.ones_like(x)
     back = convjax.fold(convjax.unfold(x, (3, 3), **options), x.shape, (3, 3), **options)
@@ -104,7 +105,7 @@ def test_non_finite_values_reach_only_the_patches_that_copy_them():
 
 
 def test_jit_and_vmap():
-    x = jnp.asarray(np.random.default_rng(3).normal(size=(3, 6, 5, 2)))
+    x = as_array(np.random.default_rng(3).normal(size=(3, 6, 5, 2)))
     f = lambda x: convjax.unfold(x, (2, 3), strides=(1, 2), padding="SAME")  # noqa: E731
     np.testing.assert_array_equal(jax.jit(f)(x), f(x))
     np.testing.assert_array_equal(jax.vmap(f)(x), f(x))
@@ -121,7 +122,7 @@ def test_pytorch_layout(size, window, stride, padding, dilation):
     options = dict(kernel_size=window, dilation=dilation, padding=padding, stride=stride)
     expected = torch.nn.functional.unfold(torch.tensor(x), **options).numpy()  # [N, C·K, L]
     ours = convjax.unfold(
-        jnp.asarray(np.moveaxis(x, 1, -1)),
+        as_array(np.moveaxis(x, 1, -1)),
         window,
         strides=stride,
         padding=padding,
@@ -136,7 +137,7 @@ def test_pytorch_layout(size, window, stride, padding, dilation):
     ours_in = patches.reshape(2, c, k, -1).transpose(0, 3, 2, 1)
     ours_in = ours_in.reshape(2, *np.asarray(ours).shape[1:-1], k * c)
     back = convjax.fold(
-        jnp.asarray(ours_in),
+        as_array(ours_in),
         (2, *size, 3),
         window,
         strides=stride,

@@ -15,6 +15,7 @@ from PIL import Image
 
 import convjax
 from convjax import viz
+from convjax._src.checks import as_array
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -67,7 +68,7 @@ def test_forward_frames_read_what_index_map_reads_and_compute_conv(size, window,
             if valid:
                 assert anim.source[at] == index
     x, k = arrays(size, window)
-    expected = convjax.conv(jnp.asarray(x)[..., None], jnp.asarray(k)[..., None, None], **options)
+    expected = convjax.conv(as_array(x)[..., None], as_array(k)[..., None, None], **options)
     np.testing.assert_allclose(anim.evaluate(x, k), expected[..., 0], rtol=1e-12, atol=1e-12)
 
 
@@ -75,7 +76,7 @@ def test_forward_frames_read_what_index_map_reads_and_compute_conv(size, window,
 def test_transposed_frames_compute_conv_transpose_in_both_views(size, window, options, shape):
     x, k = arrays(size, window)
     expected = convjax.conv_transpose(
-        jnp.asarray(x)[..., None], jnp.asarray(k)[..., None, None], **options
+        as_array(x)[..., None], as_array(k)[..., None, None], **options
     )[..., 0]
     scatter = viz.animate((*size, 1), (*window, 1, 1), transpose=True, **options)
     assert scatter.size == expected.shape and scatter.grid == size

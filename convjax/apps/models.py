@@ -71,6 +71,7 @@ import optax
 from flax import nnx
 
 import convjax
+from convjax._src.checks import as_array
 from convjax.apps.timing import Progress, Timing, measure
 
 # PyTorch is an optional dependency: this module never imports it; the callers that have it
@@ -904,7 +905,7 @@ class JaxFramework(Framework):
                         f"models: {self.name} layer {name!r} has a {key} of shape "
                         f"{variable.shape}, got {value.shape}."
                     )
-                variable[...] = jnp.asarray(value, variable.dtype)
+                variable[...] = as_array(value, variable.dtype)
 
     def export(self, network):
         return {
@@ -919,9 +920,9 @@ class JaxFramework(Framework):
         return sum(a.size for a in jax.tree.leaves(nnx.state(network, nnx.Param)))
 
     def batch(self, architecture, x, target, dtype):
-        x = jnp.asarray(x, dtype)
-        target = jnp.asarray(target, dtype) if architecture.objective == "mse" else target
-        return x, jnp.asarray(target)
+        x = as_array(x, dtype)
+        target = as_array(target, dtype) if architecture.objective == "mse" else target
+        return x, as_array(target)
 
     def _loss_of_params(self, network: Network) -> tuple[Callable, Any]:
         """``(loss(params, x, target), params)``: the loss as a pure function."""

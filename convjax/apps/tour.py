@@ -24,6 +24,7 @@ from flax import nnx
 
 import convjax
 from convjax import viz
+from convjax._src.checks import as_array
 
 SECTIONS: list[tuple[str, Callable[[], None], tuple[tuple[str, dict[str, Any]], ...]]] = []
 
@@ -40,7 +41,7 @@ def section(title: str, *pictures: tuple[str, dict[str, Any]]):
 
 
 def _random(shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+    return as_array(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
 def both_paths(fn: Callable[..., jax.Array], *args, **kwargs) -> tuple[jax.Array, float]:
@@ -173,9 +174,9 @@ def _transpose_vs_deconvolution():
     n = 32
     rows, cols = np.mgrid[:n, :n]
     image = (rows // 8 + cols // 8) % 2 + np.sin(cols / 3.0)  # checkerboard and stripes
-    image = jnp.asarray(image[..., None], jnp.float32)
+    image = as_array(image[..., None], jnp.float32)
     blur = np.array([0.2, 0.6, 0.2], np.float32)  # spectrum >= 0.2: invertible
-    kernel = jnp.asarray(np.multiply.outer(blur, blur)[..., None, None])
+    kernel = as_array(np.multiply.outer(blur, blur)[..., None, None])
     options = dict(padding="SAME", padding_mode="circular")
     blurred = convjax.conv(image, kernel, **options)
 
@@ -283,7 +284,7 @@ def _beyond():
     image, kernel = _random((1, 7, 7, 1)), _random((3, 3, 1, 1), 2)
     zero = jnp.zeros((1, 5, 5, 18), jnp.float32)
     still = convjax.deform_conv(image, kernel, zero)
-    moved = convjax.deform_conv(image, kernel, jnp.asarray(_offsets(), jnp.float32))
+    moved = convjax.deform_conv(image, kernel, as_array(_offsets(), jnp.float32))
     half = convjax.deform_conv(image, kernel, zero, mask=jnp.full((1, 5, 5, 9), 0.5, jnp.float32))
     print(
         f"  deformable 3x3: zero offsets are the conv, max |diff| = "
@@ -293,7 +294,7 @@ def _beyond():
         f"{float(half[0, 2, 2, 0]):+.3f}"
     )
     mask = convjax.pixelcnn_mask((5, 5), 1, 1, mask_type="A")
-    causal = _random((5, 5, 1, 1), 3) * jnp.asarray(mask, jnp.float32)
+    causal = _random((5, 5, 1, 1), 3) * as_array(mask, jnp.float32)
     picture = _random((1, 8, 8, 1), 4)
     later = picture.at[0, 4, 5, 0].add(1.0)  # a pixel after (4, 4) in raster order
     y0, y1 = (convjax.conv(p, causal, padding="SAME")[0, 4, 4, 0] for p in (picture, later))

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from ops import OPS
 
 import convjax
+from convjax._src.checks import as_array
 
 if jax.device_count() < 8:
     raise RuntimeError(
@@ -87,7 +88,7 @@ def check(fn, x, kernel, mesh_name, layout=None, tol=1e-10):
 
 def operands(x_shape, kernel_shape, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.standard_normal(x_shape), jnp.asarray(rng.standard_normal(kernel_shape))
+    return rng.standard_normal(x_shape), as_array(rng.standard_normal(kernel_shape))
 
 
 # -- every formulation and padding mode ----------------------------------------------------------
@@ -292,13 +293,13 @@ def test_streaming_a_batch_split_over_devices():
         y, state = step(state, xs[:, t : t + 4], k)
         chunks.append(y)
     assert same_spec(y.sharding.spec, P("x"))
-    offline = convjax.conv(jnp.asarray(x), k, padding="CAUSAL", dilation=2)
+    offline = convjax.conv(as_array(x), k, padding="CAUSAL", dilation=2)
     np.testing.assert_allclose(np.asarray(jnp.concatenate(chunks, axis=1)), offline, atol=1e-10)
 
 
 def test_deconvolve_lsq():
     x, k = operands((2, 16, 8, 2), (3, 3, 2, 2))
-    y = convjax.conv(jnp.asarray(x), k, padding="SAME")
+    y = convjax.conv(as_array(x), k, padding="SAME")
     fn = functools.partial(
         convjax.deconvolve, method="lsq", padding="SAME", regularization=1e-3, max_iters=30
     )
@@ -362,7 +363,7 @@ def test_nnx_modules():
     layer = convjax.nnx.Conv(3, 4, kernel_size=(3, 3), rngs=nnx.Rngs(0), **options)
     up = convjax.nnx.ConvTranspose(4, 3, kernel_size=(3, 3), strides=2, rngs=nnx.Rngs(1), **options)
     x, _ = operands((4, 16, 8, 3), (1, 1, 1))
-    y_ref = up(layer(jnp.asarray(x)))
+    y_ref = up(layer(as_array(x)))
     y = nnx.jit(lambda a: up(layer(a)))(shard(x, "2x4"))
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-10)
     assert same_spec(y.sharding.spec, P("b", "x"))
@@ -373,8 +374,8 @@ def test_linen_module():
         kernel_size=(3, 3), depth_multiplier=2, padding="SAME", param_dtype=jnp.float64
     )
     x, _ = operands((4, 16, 8, 3), (1, 1, 1))
-    params = layer.init(jax.random.key(0), jnp.asarray(x))
-    y_ref = layer.apply(params, jnp.asarray(x))
+    params = layer.init(jax.random.key(0), as_array(x))
+    y_ref = layer.apply(params, as_array(x))
     y = jax.jit(layer.apply)(params, shard(x, "2x4"))
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-10)
     assert same_spec(y.sharding.spec, P("b", "x"))

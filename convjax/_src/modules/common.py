@@ -22,6 +22,7 @@ from flax.nnx import initializers
 
 from convjax._src import formulations, shapes
 from convjax._src.checks import (
+    as_array,
     channels_first,
     check_bool,
     check_dtype,
@@ -345,13 +346,13 @@ def promote(op: str, dtype: Any, x: Any, *params: Any) -> tuple[Any, ...]:
     ['complex64', 'complex64']
     """
     if dtype is None:
-        dtypes = [jnp.asarray(a).dtype for a in (x, *params) if a is not None]
+        dtypes = [as_array(a).dtype for a in (x, *params) if a is not None]
         with jax.numpy_dtype_promotion("standard"):
             dtype = jnp.result_type(*dtypes)
         if dtype_kind(dtype) not in ("float", "complex"):
             dtype = jnp.float32
     check_dtype(op, "dtype", dtype, kinds=("float", "complex"))
-    return tuple(None if a is None else jnp.asarray(a, dtype) for a in (x, *params))
+    return tuple(None if a is None else as_array(a, dtype) for a in (x, *params))
 
 
 def add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
@@ -380,7 +381,7 @@ def masked(op: str, params: dict[str, Any], mask: Any) -> dict[str, Any]:
             f"{op}: mask must have the kernel's shape {tuple(kernel.shape)}, got "
             f"{tuple(jnp.shape(mask))}."
         )
-    return {**params, "kernel": kernel * jnp.asarray(mask, kernel.dtype)}
+    return {**params, "kernel": kernel * as_array(mask, kernel.dtype)}
 
 
 def check_mask(op: str, mask: Any) -> Any:
@@ -396,7 +397,7 @@ def check_mask(op: str, mask: Any) -> Any:
         ) from None
     if dtype_kind(array.dtype) is None and array.dtype != np.bool_:
         raise TypeError(f"{op}: mask must be an array of numbers, got dtype {array.dtype}.")
-    return jnp.asarray(array)
+    return as_array(array)
 
 
 def apply_layer(
