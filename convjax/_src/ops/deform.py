@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -615,7 +616,16 @@ def _interpolate(weight, read, values):
     zero on one side) the derivative in the offsets is the one-sided one, ``x[⌊p⌋ + 1] − x[⌊p⌋]``,
     a non-finite value there read as zero."""
     kept = jnp.where(read[..., None], values, jnp.zeros((), values.dtype))
-    return jnp.sum(kept * weight[..., None], axis=-2)
+    return _corner_sum(weight, kept)
+
+
+def _corner_sum(weight, values):
+    """``Σ_z weight[..., z] · values[..., z, :]``, written out as one product and sum per corner
+    rather than a reduction: XLA:CPU fuses a reduction over the corners into the contraction
+    that follows as one YNNPACK fusion, which ran 180 ms where the two apart take 10 (a 3×3
+    64→64 layer over 56², batch 4)."""
+    terms = [values[..., z, :] * weight[..., z, None] for z in range(values.shape[-2])]
+    return functools.reduce(operator.add, terms)
 
 
 @functools.partial(_interpolate.defjvp, symbolic_zeros=True)
@@ -629,7 +639,10 @@ def _interpolate_jvp(primals, tangents):
     if type(d_weight) is not SymbolicZero:
         finite = read[..., None] | jnp.isfinite(values)
         finite = jnp.where(finite, values, jnp.zeros((), values.dtype))
-        terms.append(jnp.sum(finite * d_weight[..., None], axis=-2))
+        # A contraction, not a corner sum: its transpose in the weights (the offsets' and the
+        # mask's gradient) is then a dot, not a reduction over the channels per corner, which
+        # YNNPACK ran 7x slower (the layer above: gradient 350 -> 206 ms).
+        terms.append(jnp.einsum("...zc,...z->...c", finite, d_weight))
     if type(d_values) is not SymbolicZero:
         terms.append(_interpolate(weight, read, d_values))
     if not terms:
