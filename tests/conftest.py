@@ -2,7 +2,7 @@
 
 Two profiles, chosen by ``CONVJAX_HYPOTHESIS_PROFILE``:
 
-- ``default``: hypothesis draws 12 configs per property (a fixed, derandomised set, so a run is
+- ``default``: hypothesis draws 8 configs per property (a fixed, derandomised set, so a run is
   repeatable); a test parametrised over several arguments runs a covering of its cases, in which
   every value of every argument appears (:func:`covering`); tests marked ``deep`` are left out;
   and XLA:CPU compiles with backend optimisation level 0 and its classic elemental emitters
@@ -52,7 +52,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 hypothesis.settings.register_profile(
     "default",
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     derandomize=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],

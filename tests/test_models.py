@@ -58,6 +58,9 @@ def convjax_reference(name: str, dtype: str):
     return F.count(network), F.loss_value(network, batch), None
 
 
+# The thorough profile's: test_same_loss_and_gradients_float64 checks the loss and gradients
+# themselves, and `convjax bench --models` checks both before it times anything.
+@pytest.mark.deep
 @pytest.mark.parametrize(("name", "other"), PAIRS)
 def test_same_parameter_count_and_step0_loss_float32(name, other):
     arch, F = TINY[name], framework(other)
@@ -169,11 +172,11 @@ def gradient_over_forward(arch: models.Architecture, F: models.Framework) -> flo
     return flops[0] / flops[1]
 
 
-# By default two of the architectures whose layers recomputed their forwards before (grouped,
-# transposed; tests/test_costs checks every formulation and variant layer by layer), every
-# architecture in the thorough profile: compiling them is a tenth of the default run.
+# By default one of the architectures whose layers recomputed their forwards before (the UNet:
+# strided and transposed; tests/test_costs checks every formulation and variant layer by
+# layer), every architecture in the thorough profile: compiling them is a tenth of the run.
 RECOMPUTATION_CHECKED = [
-    pytest.param(name, marks=() if name in ("resnext", "unet") else pytest.mark.deep)
+    pytest.param(name, marks=() if name == "unet" else pytest.mark.deep)
     for name in models.ARCHITECTURES
 ]
 
