@@ -9,7 +9,10 @@ ms), and no slower elsewhere, while YNNPACK's matrix products and reductions sta
 run on XLA's loops: ResNeXt's step 13% slower, the 3-D UNet's 10%, MobileNetV2's and the TCN's
 7-8%, measured in one process with per-computation compiler options).  So convjax keeps YNNPACK
 for matrix products and reductions only:
-``--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce``.
+``--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce``.  (jaxlib 0.10's YNNPACK
+reductions, on by default with or without convjax, crash the process on some float32 operands
+of rank 7 and more, e.g. ``jnp.sum(a * b, axis=5)`` for a ``(2, 8, 8, 9, 1, 2, 2)`` array under
+``jit``; ``deform_conv``, whose corner arrays had that rank, keeps them below it.)
 
 **The vector width.**  XLA:CPU vectorises its loops 256 bits wide unless told otherwise.  AMD's
 CPUs with AVX-512 (Zen 4 and later) run 512-bit vectors at full clock, and the elementwise
