@@ -359,7 +359,7 @@ def test_integer_offsets_read_whole_cells_and_the_gradient_on_a_grid_line_is_fro
 
 def test_vmap_and_second_order():
     case = CASES["2-d"]
-    x, kernel, offsets, mask, _ = map(jnp.asarray, arrays(case))
+    x, kernel, offsets, mask, _ = map(as_array, arrays(case))
     f = functools.partial(deform_conv, **case["options"])
 
     @jax.jit
@@ -539,7 +539,7 @@ def test_infinite_offsets_sample_outside_the_input_and_nan_ones_reach_their_outp
 
 def test_channels_first_is_the_channels_last_result_moved():
     case = CASES["2-d, groups and offset groups"]
-    x, kernel, offsets, mask, _ = map(jnp.asarray, arrays(case))
+    x, kernel, offsets, mask, _ = map(as_array, arrays(case))
     first = lambda a: jnp.moveaxis(a, -1, 1)  # noqa: E731
     f = functools.partial(deform_conv, **case["options"])
 

@@ -1,7 +1,8 @@
 """An eager call (outside any jit, as in a notebook) compiles few programs: the operation runs as
 one jitted program after its checks, not op by op (deform_conv and deconvolve compiled 65-70
 programs, ~1.2 s, on a first call), and NumPy operands come in without a program of their own
-(``jnp.asarray`` of host data compiles one per shape on jax 0.10; ``jnp.array`` none).
+(``jnp.asarray`` and ``jnp.array`` of a NumPy array compile one per shape on jax 0.10; a
+``jax.device_put`` none).
 
 Each case uses shapes no other test uses, so that its programs are compiled here, not found in
 the process's caches."""
