@@ -346,7 +346,12 @@ def promote(op: str, dtype: Any, x: Any, *params: Any) -> tuple[Any, ...]:
     ['complex64', 'complex64']
     """
     if dtype is None:
-        dtypes = [as_array(a).dtype for a in (x, *params) if a is not None]
+        # JAX's dtypes of the operands, read without moving an array to the device for them.
+        operands = [a for a in (x, *params) if a is not None]
+        dtypes = [
+            jax.dtypes.canonicalize_dtype(a.dtype) if hasattr(a, "dtype") else as_array(a).dtype
+            for a in operands
+        ]
         with jax.numpy_dtype_promotion("standard"):
             dtype = jnp.result_type(*dtypes)
         if dtype_kind(dtype) not in ("float", "complex"):
